@@ -1,0 +1,28 @@
+"""Backend registry: name → class, imported lazily so unused runtimes need not be installed."""
+
+from __future__ import annotations
+
+import importlib
+
+from act_policy.backends.base import Backend, BackendOptions, ModelInputs
+from act_policy.core.artifacts import PolicyArtifacts
+from act_policy.core.errors import BackendError
+
+BACKENDS: dict[str, str] = {
+    "cpu_fp32": "act_policy.backends.torch_fp32:TorchFP32Backend",
+}
+
+
+def create_backend(name: str, artifacts: PolicyArtifacts, options: BackendOptions | None = None) -> Backend:
+    """Instantiate backend ``name``; unknown names and missing runtimes raise BackendError."""
+    if name not in BACKENDS:
+        raise BackendError(f"unknown backend {name!r}; available: {', '.join(BACKENDS)}")
+    module_name, class_name = BACKENDS[name].split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise BackendError(f"backend {name!r} needs a package that is not installed: {exc}") from exc
+    return getattr(module, class_name)(artifacts, options or BackendOptions())
+
+
+__all__ = ["BACKENDS", "Backend", "BackendOptions", "ModelInputs", "create_backend"]

@@ -1,0 +1,64 @@
+"""The one small interface every inference backend implements.
+
+A backend maps normalized network inputs to a normalized action chunk. Everything around
+that — validation, normalization, scheduling, safety — is shared code, so a new runtime
+only has to implement :meth:`Backend.infer` and add one line to the registry.
+"""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from act_policy.core.artifacts import PolicyArtifacts
+
+
+@dataclass
+class ModelInputs:
+    """Normalized float32 network inputs with a batch dimension of 1."""
+
+    images: list[np.ndarray]  # (1, 3, H, W) each, in PolicySpec.cameras order
+    state: np.ndarray | None = None  # (1, S)
+    env_state: np.ndarray | None = None  # (1, E)
+
+
+def default_num_threads() -> int:
+    """All cores up to four: a Pi 5 has four, and more rarely helps a batch-1 model."""
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+@dataclass(frozen=True)
+class BackendOptions:
+    num_threads: int | None = None  # None: default_num_threads()
+    device: str = "cpu"  # torch backends only: "cpu", "cuda", "cuda:1", ...
+    extra: Mapping[str, Any] = field(default_factory=dict)  # backend-specific settings
+
+    @property
+    def threads(self) -> int:
+        return self.num_threads or default_num_threads()
+
+
+class Backend(ABC):
+    """Runs the ACT network. Subclasses take ``(artifacts, options)`` in their constructor."""
+
+    name: str = ""
+
+    def __init__(self, artifacts: PolicyArtifacts, options: BackendOptions) -> None:
+        self.artifacts = artifacts
+        self.options = options
+
+    @abstractmethod
+    def infer(self, inputs: ModelInputs) -> np.ndarray:
+        """Return the normalized action chunk, float32 (chunk_size, action_dim)."""
+
+    def describe(self) -> dict[str, Any]:
+        """Facts for logs, diagnostics and benchmark reports."""
+        return {"backend": self.name, "threads": self.options.threads, "device": self.options.device}
+
+    def close(self) -> None:  # noqa: B027 - optional hook; most backends hold nothing to release
+        """Release devices and threads; the backend is unusable afterwards."""

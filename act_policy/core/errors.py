@@ -1,0 +1,17 @@
+"""Exception types users can catch; every message names the file, key or field at fault."""
+
+
+class ActPolicyError(Exception):
+    """Base class for all errors raised by act_policy."""
+
+
+class CheckpointError(ActPolicyError):
+    """A checkpoint or deploy bundle is missing, malformed or inconsistent."""
+
+
+class ObservationError(ActPolicyError, ValueError):
+    """An observation does not match what the policy was trained on."""
+
+
+class BackendError(ActPolicyError):
+    """A backend is unknown, unavailable, or failed at run time."""

@@ -1,0 +1,177 @@
+"""The user-facing policy: observation dict in, action in dataset units out.
+
+Pipeline per inference (LeRobot ≥ 0.4 order): rename → validate → normalize → backend →
+unnormalize → schedule (queue or temporal ensembling).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from act_policy.backends import Backend, BackendOptions, ModelInputs, create_backend
+from act_policy.core.artifacts import PolicyArtifacts
+from act_policy.core.config import Feature, FeatureType, PolicySpec
+from act_policy.core.errors import ObservationError
+from act_policy.core.scheduling import ChunkQueue, TemporalEnsembler
+
+Observation = Mapping[str, np.ndarray]
+
+
+@dataclass
+class StageTimes:
+    """Wall-clock milliseconds of the last inference, per stage."""
+
+    preprocess_ms: float = 0.0
+    inference_ms: float = 0.0
+    postprocess_ms: float = 0.0
+
+
+class Policy:
+    """A loaded ACT policy bound to one backend.
+
+    ``select_action`` follows LeRobot's ``select_action`` (queue of ``n_action_steps`` or
+    temporal ensembling); ``predict_chunk`` is side-effect free.
+    """
+
+    def __init__(self, artifacts: PolicyArtifacts, backend: Backend,
+                 n_action_steps: int | None = None, temporal_ensemble_coeff: float | None = None) -> None:
+        self.artifacts = artifacts
+        self.spec: PolicySpec = artifacts.spec
+        self.backend = backend
+        self._input_norm = artifacts.input_normalizer()
+        self._action_norm = artifacts.action_normalizer()
+        c = self.spec.config
+        coeff = c.temporal_ensemble_coeff if temporal_ensemble_coeff is None else temporal_ensemble_coeff
+        self.n_action_steps = n_action_steps or (1 if coeff is not None else c.n_action_steps)
+        if not 1 <= self.n_action_steps <= c.chunk_size:
+            raise ValueError(f"n_action_steps must be in [1, {c.chunk_size}], got {self.n_action_steps}")
+        if coeff is not None and self.n_action_steps != 1:
+            raise ValueError("temporal ensembling infers every step: n_action_steps must be 1 (as in LeRobot)")
+        self.temporal_ensemble_coeff = coeff
+        self._queue = ChunkQueue(self.n_action_steps)
+        self._ensembler = TemporalEnsembler(coeff, c.chunk_size) if coeff is not None else None
+        self.last_times = StageTimes()
+        self.inferred_last_step = False  # whether the last select_action ran the network
+
+    # ----------------------------------------------------------------- metadata
+    @property
+    def input_features(self) -> tuple[Feature, ...]:
+        return self.spec.inputs
+
+    @property
+    def action_feature(self) -> Feature:
+        return self.spec.action
+
+    @property
+    def camera_names(self) -> tuple[str, ...]:
+        """Image feature names in the order the network consumes them."""
+        return tuple(f.name for f in self.spec.cameras)
+
+    @property
+    def chunk_size(self) -> int:
+        return self.spec.config.chunk_size
+
+    @property
+    def action_dim(self) -> int:
+        return self.spec.action_dim
+
+    @property
+    def fps(self) -> float | None:
+        return self.spec.fps
+
+    @property
+    def rename_map(self) -> dict[str, str]:
+        return dict(self.spec.rename_map)
+
+    # ----------------------------------------------------------------- inference
+    def reset(self) -> None:
+        """Start a new episode: forget queued actions and ensembling history."""
+        self._queue.reset()
+        if self._ensembler is not None:
+            self._ensembler.reset()
+
+    def preprocess(self, obs: Observation) -> ModelInputs:
+        """Validate an observation and turn it into normalized network inputs."""
+        obs = {self.spec.rename_map.get(k, k): v for k, v in obs.items()}
+        images = [self._input_norm.image_to_input(f.name, _checked_image(obs, f)) for f in self.spec.cameras]
+        vectors = {}
+        for f in (self.spec.state, self.spec.env_state):
+            if f is not None:
+                vectors[f.type] = self._input_norm.normalize(f.name, _checked_vector(obs, f))[None]
+        return ModelInputs(images, vectors.get(FeatureType.STATE), vectors.get(FeatureType.ENV))
+
+    def predict_chunk(self, obs: Observation) -> np.ndarray:
+        """Whole predicted chunk, float32 (chunk_size, action_dim) in action units; no side effects."""
+        t0 = time.perf_counter()
+        inputs = self.preprocess(obs)
+        t1 = time.perf_counter()
+        normalized = self.backend.infer(inputs)
+        t2 = time.perf_counter()
+        chunk = self._action_norm.unnormalize(self.spec.action.name, normalized)
+        t3 = time.perf_counter()
+        self.last_times = StageTimes((t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3)
+        return chunk
+
+    def select_action(self, obs: Observation) -> np.ndarray:
+        """Next action, float32 (action_dim,), inferring a new chunk only when LeRobot would."""
+        self.inferred_last_step = self._ensembler is not None or self._queue.needs_chunk
+        if self._ensembler is not None:
+            return self._ensembler.update(self.predict_chunk(obs))
+        if self._queue.needs_chunk:
+            self._queue.push_chunk(self.predict_chunk(obs))
+        return self._queue.pop().copy()
+
+    def close(self) -> None:
+        self.backend.close()
+
+    def describe(self) -> dict[str, Any]:
+        return {**self.backend.describe(), "chunk_size": self.chunk_size,
+                "n_action_steps": self.n_action_steps, "temporal_ensemble_coeff": self.temporal_ensemble_coeff}
+
+
+def _checked_image(obs: Mapping[str, Any], f: Feature) -> np.ndarray:
+    _, h, w = f.shape
+    if f.name not in obs:
+        raise ObservationError(f"observation is missing {f.name!r}: expected uint8 RGB image of shape ({h}, {w}, 3)")
+    image = np.asarray(obs[f.name])
+    if image.dtype != np.uint8 or image.shape != (h, w, 3):
+        raise ObservationError(f"observation {f.name!r}: expected uint8 RGB image of shape ({h}, {w}, 3), "
+                               f"got {image.dtype} {image.shape}")
+    return image
+
+
+def _checked_vector(obs: Mapping[str, Any], f: Feature) -> np.ndarray:
+    if f.name not in obs:
+        raise ObservationError(f"observation is missing {f.name!r}: expected float32 vector of shape {f.shape}")
+    vector = np.asarray(obs[f.name], dtype=np.float32)
+    if vector.shape != f.shape:
+        raise ObservationError(f"observation {f.name!r}: expected shape {f.shape}, got {vector.shape}")
+    if not np.all(np.isfinite(vector)):
+        raise ObservationError(f"observation {f.name!r} contains NaN or infinity: {vector}")
+    return vector
+
+
+def load_artifacts(path: str | Path) -> PolicyArtifacts:
+    """Load a LeRobot checkpoint folder (either layout) or an act_policy deploy bundle."""
+    from act_policy.core.checkpoint import load_lerobot_checkpoint
+
+    return load_lerobot_checkpoint(path)
+
+
+def load_policy(path: str | Path, backend: str = "cpu_fp32", *, num_threads: int | None = None,
+                device: str = "cpu", n_action_steps: int | None = None,
+                temporal_ensemble_coeff: float | None = None,
+                backend_options: Mapping[str, Any] | None = None) -> Policy:
+    """Load ``path`` and bind it to ``backend`` (see ``act_policy.backends.BACKENDS``).
+
+    ``n_action_steps`` and ``temporal_ensemble_coeff`` override the checkpoint's values.
+    """
+    artifacts = load_artifacts(path)
+    options = BackendOptions(num_threads=num_threads, device=device, extra=dict(backend_options or {}))
+    return Policy(artifacts, create_backend(backend, artifacts, options), n_action_steps, temporal_ensemble_coeff)

@@ -1,0 +1,1 @@
+"""Command-line tools (``act-policy <command>``); each module adds one sub-command."""

@@ -1,0 +1,91 @@
+"""Run a policy on a synthetic arm and camera at a fixed control rate and report latency.
+
+With no --checkpoint this is the embedded default: LeRobot's default-size ACT (ResNet18,
+d=512, 4 encoder / 1 decoder layers, chunk 100) with seeded weights, a 6-joint arm and one
+480x640 camera. No ROS, robot, network or checkpoint is needed.
+
+Each control tick calls ``select_action`` exactly as LeRobot's control loop does, so the
+tick that refills the action queue waits for inference; the report counts those overruns.
+(The ROS node avoids them by inferring in a worker thread.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from act_policy.backends import BACKENDS, BackendOptions, create_backend
+from act_policy.core.diagnostics import RateMeter, RollingWindow, format_table
+from act_policy.core.policy import Policy, load_artifacts
+from act_policy.core.synthetic import demo_artifacts, synthetic_observations
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", help="LeRobot pretrained_model folder or deploy bundle (default: seeded demo)")
+    parser.add_argument("--backend", default="cpu_fp32", choices=sorted(BACKENDS), help="inference backend")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds of control (default 10)")
+    parser.add_argument("--rate", type=float, default=30.0, help="control rate in Hz (default 30)")
+    parser.add_argument("--n-action-steps", type=int, default=25,
+                        help="actions executed per inferred chunk (default 25, so several inferences run)")
+    parser.add_argument("--threads", type=int, default=None, help="inference threads (default: cores, max 4)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the demo weights and scene")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.rate <= 0 or args.duration <= 0:
+        raise SystemExit("--rate and --duration must be positive")
+    t_load = time.perf_counter()
+    artifacts = load_artifacts(args.checkpoint) if args.checkpoint else demo_artifacts(seed=args.seed)
+    options = BackendOptions(num_threads=args.threads)
+    policy = Policy(artifacts, create_backend(args.backend, artifacts, options),
+                    n_action_steps=min(args.n_action_steps, artifacts.spec.config.chunk_size))
+    load_s = time.perf_counter() - t_load
+    c = artifacts.spec.config
+    cams = ", ".join(f"{f.name} {f.shape[1]}x{f.shape[2]}" for f in artifacts.spec.cameras)
+    print(f"policy: {args.checkpoint or 'embedded demo (seeded weights)'}; backend {args.backend}, "
+          f"{options.threads} threads; loaded in {load_s:.1f} s")
+    print(f"model: {c.vision_backbone}, d={c.dim_model}, {c.n_encoder_layers} enc / {c.n_decoder_layers} dec, "
+          f"chunk {c.chunk_size}, executing {policy.n_action_steps} per chunk; cameras: {cams}")
+
+    # Warm up outside the timed loop: first calls allocate and pick kernels.
+    stream = synthetic_observations(artifacts.spec, artifacts.input_stats, steps=10**9, seed=args.seed,
+                                    dt=1.0 / args.rate)
+    for _ in range(2):
+        policy.predict_chunk(next(stream))
+    policy.reset()
+
+    stages = {name: RollingWindow(10**6) for name in ("preprocess", "inference", "postprocess", "control tick")}
+    ticks, period = RateMeter(10**6), 1.0 / args.rate
+    overruns, n_ticks, n_inferences = 0, 0, 0
+    start = time.perf_counter()
+    deadline = start
+    while deadline - start < args.duration:
+        obs = next(stream)
+        tick_start = time.perf_counter()
+        ticks.tick(tick_start)
+        policy.select_action(obs)
+        tick_end = time.perf_counter()
+        stages["control tick"].add((tick_end - tick_start) * 1e3)
+        if policy.inferred_last_step:
+            n_inferences += 1
+            t = policy.last_times
+            stages["preprocess"].add(t.preprocess_ms)
+            stages["inference"].add(t.inference_ms)
+            stages["postprocess"].add(t.postprocess_ms)
+        n_ticks += 1
+        deadline += period
+        if tick_end > deadline:
+            overruns += 1
+            deadline = tick_end  # do not try to catch up with a burst of late ticks
+        else:
+            time.sleep(deadline - tick_end)
+    elapsed = time.perf_counter() - start
+    policy.close()
+
+    print()
+    print(format_table([(name, window.summary()) for name, window in stages.items()]))
+    print()
+    print(f"control: {n_ticks} ticks in {elapsed:.1f} s = {n_ticks / elapsed:.1f} Hz achieved "
+          f"(target {args.rate:g} Hz); {n_inferences} inferences; {overruns} ticks overran the "
+          f"{period * 1e3:.1f} ms period")
+    return 0

@@ -1,0 +1,50 @@
+"""Describe a checkpoint or bundle: features, shapes, normalization, size and MACs per inference."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from act_policy.backends.torch_fp32 import build_prepared_model
+from act_policy.core.macs import count_macs
+from act_policy.core.policy import load_artifacts
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("path", help="LeRobot pretrained_model folder or deploy bundle")
+    parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    artifacts = load_artifacts(args.path)
+    spec = artifacts.spec
+    model = build_prepared_model(artifacts)
+    info = {
+        "path": str(args.path),
+        "features": [{"name": f.name, "type": f.type.value, "shape": list(f.shape),
+                      "normalization": f.norm_mode.value} for f in (*spec.inputs, spec.action)],
+        "cameras": [f.name for f in spec.cameras],
+        "rename_map": spec.rename_map,
+        "fps": spec.fps,
+        "config": spec.config.__dict__,
+        "parameters": sum(t.numel() for t in artifacts.weights.values()),
+        "macs_per_inference": count_macs(model),
+    }
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print(f"ACT policy at {info['path']}")
+    print(f"{'feature':<36}{'type':<8}{'shape':<16}normalization")
+    for f in info["features"]:
+        print(f"{f['name']:<36}{f['type']:<8}{tuple(f['shape'])!s:<16}{f['normalization']}")
+    c = spec.config
+    print(f"architecture: {c.vision_backbone}, dim_model {c.dim_model}, {c.n_heads} heads, "
+          f"ff {c.dim_feedforward} ({c.feedforward_activation}), {c.n_encoder_layers} encoder / "
+          f"{c.n_decoder_layers} decoder layers, {'pre' if c.pre_norm else 'post'}-norm")
+    print(f"chunk_size {c.chunk_size}, n_action_steps {c.n_action_steps}, "
+          f"temporal_ensemble_coeff {c.temporal_ensemble_coeff}, fps {spec.fps or 'unknown'}")
+    if spec.rename_map:
+        print(f"rename_map: {spec.rename_map}")
+    print(f"parameters (inference): {info['parameters'] / 1e6:.2f} M")
+    print(f"MACs per inference: {info['macs_per_inference'] / 1e9:.2f} G at the trained resolution")
+    return 0

@@ -1,0 +1,35 @@
+"""Shared fixtures: tiny ACT policies (ResNet18 at 64x80, d=32) that run in milliseconds."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from act_policy.core.artifacts import PolicyArtifacts
+from act_policy.core.config import ACTConfig, PolicySpec
+from act_policy.core.synthetic import demo_artifacts, demo_spec
+
+sys.path.insert(0, str(Path(__file__).parent))  # test helpers (lerobot_layout, fakes) import by name
+
+TINY_CONFIG = ACTConfig(dim_model=32, n_heads=4, dim_feedforward=64, n_encoder_layers=2, n_decoder_layers=1,
+                        chunk_size=10, n_action_steps=4)
+
+
+def tiny_spec(**config_overrides) -> PolicySpec:
+    import dataclasses
+
+    return demo_spec(64, 80, config=dataclasses.replace(TINY_CONFIG, **config_overrides))
+
+
+@pytest.fixture
+def tiny_artifacts() -> PolicyArtifacts:
+    return demo_artifacts(tiny_spec(), seed=7)
+
+
+@pytest.fixture
+def tiny_checkpoint(tmp_path: Path, tiny_artifacts: PolicyArtifacts) -> Path:
+    from lerobot_layout import write_checkpoint
+
+    return write_checkpoint(tiny_artifacts, tmp_path / "pretrained_model")
