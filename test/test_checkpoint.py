@@ -101,7 +101,7 @@ def test_vae_weights_and_imagenet_backbone_name_are_ignored(tiny_checkpoint: Pat
 def test_weights_from_a_pth_state_dict_load_without_unpickling_objects(tmp_path: Path, tiny_checkpoint) -> None:
     weights = load_file(str(tiny_checkpoint / "model.safetensors"))
     (tiny_checkpoint / "model.safetensors").unlink()
-    torch.save(weights, tiny_checkpoint / "model.pth")
+    torch.save(weights, tiny_checkpoint / "model.pth", pickle_protocol=2)
     assert load_lerobot_checkpoint(tiny_checkpoint).weights
 
     class Payload:
