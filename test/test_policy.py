@@ -101,3 +101,11 @@ def test_bad_observations_are_refused_naming_the_key(tiny_checkpoint: Path, key,
         obs[key] = value
     with pytest.raises(ObservationError, match=message):
         policy.select_action(obs)
+
+
+def test_importing_the_package_does_not_import_torch() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, act_policy; assert 'torch' not in sys.modules; act_policy.load_policy; print('ok')"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "ok"

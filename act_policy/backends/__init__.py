@@ -10,6 +10,10 @@ from act_policy.core.errors import BackendError
 
 BACKENDS: dict[str, str] = {
     "cpu_fp32": "act_policy.backends.torch_fp32:TorchFP32Backend",
+    "onnx_fp32": "act_policy.backends.onnx_runtime:OnnxFP32Backend",
+    "cpu_int8": "act_policy.backends.onnx_runtime:CpuInt8Backend",
+    "torch_dynamic_int8": "act_policy.backends.torch_dynamic_int8:TorchDynamicInt8Backend",
+    "hailo": "act_policy.backends.hailo:HailoBackend",
 }
 
 

@@ -276,10 +276,18 @@ class ACT(nn.Module):
         sizes = tuple(tuple(i.shape[-2:]) for i in images)
         if self._prepared_for != sizes:
             raise RuntimeError(f"ACT.prepare() was called for image sizes {self._prepared_for}, got {sizes}")
-        batch = (images[0] if images else state if state is not None else env_state).shape[0]
+        return self.head(self.camera_tokens(images), state, env_state)
+
+    def head(self, camera_tokens: list[torch.Tensor], state: torch.Tensor | None = None,
+             env_state: torch.Tensor | None = None) -> torch.Tensor:
+        """Deployed path after the backbones: (B, h*w, D) tokens per camera → (B, chunk, A).
+
+        Separate so the Hailo hybrid path can run the backbones on the NPU and this on the CPU.
+        """
+        batch = (camera_tokens[0] if camera_tokens else state if state is not None else env_state).shape[0]
         one_d = [self.const_latent_token.expand(batch, 1, -1)]
         one_d += [t[:, None] for t in self.state_tokens(state, env_state)]
-        tokens = torch.cat(one_d + self.camera_tokens(images), dim=1)
+        tokens = torch.cat(one_d + camera_tokens, dim=1)
         memory = self.encoder(tokens, self.const_pos)
         layers = self.decoder.layers
         x = layers[0].finish(self.const_decoder_x0.expand(batch, -1, -1),

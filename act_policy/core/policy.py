@@ -160,8 +160,9 @@ def _checked_vector(obs: Mapping[str, Any], f: Feature) -> np.ndarray:
 def load_artifacts(path: str | Path) -> PolicyArtifacts:
     """Load a LeRobot checkpoint folder (either layout) or an act_policy deploy bundle."""
     from act_policy.core.checkpoint import load_lerobot_checkpoint
+    from act_policy.export.bundle import is_bundle, load_bundle
 
-    return load_lerobot_checkpoint(path)
+    return load_bundle(path) if is_bundle(path) else load_lerobot_checkpoint(path)
 
 
 def load_policy(path: str | Path, backend: str = "cpu_fp32", *, num_threads: int | None = None,

@@ -16,6 +16,11 @@ from act_policy.core.errors import ActPolicyError
 COMMANDS: dict[str, str] = {
     "demo": "act_policy.tools.demo",
     "info": "act_policy.tools.info",
+    "export": "act_policy.tools.export",
+    "quantize": "act_policy.tools.quantize",
+    "benchmark": "act_policy.tools.benchmark",
+    "hailo-prepare": "act_policy.tools.hailo_prepare",
+    "replay": "act_policy.tools.replay",
 }
 
 

@@ -1,0 +1,76 @@
+"""Compressed pixels → uint8 RGB with PyAV (FFmpeg), the one decoder both readers share.
+
+PyAV ships wheels with FFmpeg (h264, AV1 via dav1d, PNG, JPEG) for x86_64 and aarch64, so
+LeRobot videos, LeRobot PNG image columns and ROS ``CompressedImage`` messages decode the
+same way on a workstation and on a Raspberry Pi, without torchcodec or OpenCV.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from act_policy.data.episode import DatasetError
+
+_PIPE_FORMATS = {b"\x89PNG": "png_pipe", b"\xff\xd8": "jpeg_pipe"}
+
+
+def _av():
+    try:
+        import av
+    except ImportError as exc:
+        raise DatasetError("decoding recorded images needs PyAV: pip install av") from exc
+    return av
+
+
+def decode_image_bytes(data: bytes, source: str) -> np.ndarray:
+    """One PNG or JPEG image (as stored in LeRobot image columns or CompressedImage) → uint8 HxWx3 RGB."""
+    fmt = next((f for magic, f in _PIPE_FORMATS.items() if bytes(data[: len(magic)]) == magic), None)
+    if fmt is None:
+        raise DatasetError(f"{source}: image bytes are neither PNG nor JPEG (starts with {bytes(data[:4])!r})")
+    av = _av()
+    try:
+        with av.open(io.BytesIO(bytes(data)), format=fmt) as container:
+            frame = next(container.decode(video=0))
+            return frame.to_ndarray(format="rgb24")
+    except (av.error.FFmpegError, StopIteration) as exc:
+        raise DatasetError(f"{source}: cannot decode image: {exc}") from exc
+
+
+def video_frames(path: Path, timestamps: np.ndarray, tolerance_s: float, source: str) -> Iterator[np.ndarray]:
+    """Yield the frame shown at each of ``timestamps`` (seconds in the file, ascending).
+
+    As in LeRobot's ``decode_video_frames`` (src/lerobot/datasets/video_utils.py), a frame's
+    time is ``pts * time_base`` and a query is answered by the frame within ``tolerance_s``
+    of it; anything farther is an error rather than a silently shifted frame. Decoding
+    starts from the keyframe before the first query and runs forward once.
+    """
+    if not path.is_file():
+        raise DatasetError(f"{source}: video file {path} does not exist")
+    av = _av()
+    try:
+        container = av.open(str(path))
+    except av.error.FFmpegError as exc:
+        raise DatasetError(f"{source}: cannot open video {path}: {exc}") from exc
+    with container:
+        stream = container.streams.video[0]
+        if len(timestamps) and timestamps[0] > 0:
+            container.seek(int(timestamps[0] / stream.time_base), backward=True, any_frame=False, stream=stream)
+        decoded = (f for f in container.decode(stream) if f.pts is not None)
+        current, current_rgb = next(decoded, None), None
+        for step, query in enumerate(timestamps):
+            # Frames come in presentation order and tolerance < half a frame period, so the
+            # first frame not earlier than query - tolerance is the only candidate.
+            while current is not None and float(current.pts * stream.time_base) < query - tolerance_s:
+                current, current_rgb = next(decoded, None), None
+            found = None if current is None else float(current.pts * stream.time_base)
+            if found is None or abs(found - query) > tolerance_s:
+                where = "the video ends before it" if found is None else f"the nearest frame is at {found:.4f} s"
+                raise DatasetError(f"{source}: no frame of {path} within {tolerance_s} s of t={query:.4f} s "
+                                   f"(step {step}); {where}")
+            if current_rgb is None:
+                current_rgb = current.to_ndarray(format="rgb24")
+            yield current_rgb

@@ -1,0 +1,202 @@
+"""The deploy bundle: one self-describing folder a robot can run without the training checkpoint.
+
+Layout (all names fixed, listed with their sha256 in ``policy.json``)::
+
+    policy.json          schema_version, features (camera order = input order), shapes,
+                         normalization modes + stats + eps, ACT config, fps, rename_map,
+                         source checkpoint hash, graph names, per-file sha256
+    model.safetensors    lean-model weights (torch backends)
+    act_fp32.onnx        whole network, static shapes (onnx_fp32)
+    act_int8.onnx        statically quantized network (cpu_int8; written by ``act-policy quantize``)
+    backbone_HxW.onnx    normalized image → projected feature map, per camera resolution (Hailo)
+    head.onnx            state + feature maps → normalized action chunk (Hailo hybrid path)
+
+Every file is hashed when written and checked when read, so a truncated copy to the robot
+fails at load time with the file's name instead of producing wrong actions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+
+from act_policy.core.artifacts import PolicyArtifacts
+from act_policy.core.checkpoint import check_weights, read_json, read_safetensors
+from act_policy.core.config import ACTConfig, Feature, FeatureType, NormMode, PolicySpec
+from act_policy.core.errors import CheckpointError
+from act_policy.core.normalization import Stats
+
+SCHEMA_VERSION = 1
+FORMAT = "act_policy.bundle"
+POLICY_FILE = "policy.json"
+WEIGHTS_FILE = "model.safetensors"
+FP32_GRAPH = "act_fp32.onnx"
+INT8_GRAPH = "act_int8.onnx"
+HEAD_GRAPH = "head.onnx"
+ACTION_OUTPUT = "action_chunk"
+
+
+def is_bundle(path: str | Path) -> bool:
+    return (Path(path) / POLICY_FILE).is_file()
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def checkpoint_sha256(folder: Path) -> str:
+    """One hash over every file of a checkpoint folder (relative name + content hash, sorted)."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(f"{path.relative_to(folder).as_posix()}\0{sha256_file(path)}\n".encode())
+    return digest.hexdigest()
+
+
+def graph_input_names(spec: PolicySpec) -> list[str]:
+    """ONNX input names of the whole-network graph: cameras in encoder order, then state, env state."""
+    return [f.name for f in spec.cameras] + [f.name for f in (spec.state, spec.env_state) if f is not None]
+
+
+def backbone_file(height: int, width: int) -> str:
+    return f"backbone_{height}x{width}.onnx"
+
+
+def _feature_json(f: Feature) -> dict[str, Any]:
+    return {"name": f.name, "type": f.type.value, "shape": list(f.shape), "norm_mode": f.norm_mode.value}
+
+
+def _stats_json(stats: Stats) -> dict[str, Any]:
+    return {feature: {stat: {"shape": list(np.shape(v)), "values": np.asarray(v, np.float32).ravel().tolist()}
+                      for stat, v in by_stat.items()}
+            for feature, by_stat in stats.items()}
+
+
+def policy_document(artifacts: PolicyArtifacts, source_sha256: str | None) -> dict[str, Any]:
+    """``policy.json`` content for ``artifacts`` (without the file list, added as files are written)."""
+    spec = artifacts.spec
+    return {
+        "format": FORMAT,
+        "schema_version": SCHEMA_VERSION,
+        "config": dataclasses.asdict(spec.config),
+        "inputs": [_feature_json(f) for f in spec.inputs],
+        "action": _feature_json(spec.action),
+        "camera_order": [f.name for f in spec.cameras],
+        "fps": spec.fps,
+        "rename_map": dict(spec.rename_map),
+        "normalization": {
+            "input_eps": artifacts.input_eps,
+            "action_eps": artifacts.action_eps,
+            "legacy_min_max": artifacts.legacy_normalization,
+            "input_stats": _stats_json(artifacts.input_stats),
+            "action_stats": _stats_json(artifacts.action_stats),
+        },
+        "source": {"path": None if artifacts.source is None else str(artifacts.source), "sha256": source_sha256},
+        "graphs": {},
+        "files": {},
+    }
+
+
+def write_policy_document(folder: Path, document: dict[str, Any]) -> None:
+    """Hash every file named in ``document['files']`` (values are replaced) and write policy.json."""
+    document["files"] = {name: sha256_file(folder / name) for name in sorted(document["files"])}
+    tmp = folder / (POLICY_FILE + ".tmp")
+    tmp.write_text(json.dumps(document, indent=2) + "\n")
+    tmp.replace(folder / POLICY_FILE)
+
+
+def write_weights(artifacts: PolicyArtifacts, folder: Path) -> None:
+    save_file({k: v.contiguous() for k, v in artifacts.weights.items()}, str(folder / WEIGHTS_FILE))
+
+
+def read_policy_document(folder: str | Path) -> dict[str, Any]:
+    path = Path(folder) / POLICY_FILE
+    doc = read_json(path)
+    if doc.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: 'format' is {doc.get('format')!r}, expected {FORMAT!r}")
+    if doc.get("schema_version") != SCHEMA_VERSION:
+        raise CheckpointError(f"{path}: schema_version {doc.get('schema_version')!r} is not supported "
+                              f"(this act_policy reads {SCHEMA_VERSION}); re-export the bundle")
+    if not isinstance(doc.get("files"), dict):
+        raise CheckpointError(f"{path}: 'files' must map file names to sha256")
+    return doc
+
+
+def verified_file(folder: str | Path, name: str, document: dict[str, Any] | None = None) -> Path:
+    """Path of bundle file ``name`` after checking it is listed, present and unmodified."""
+    folder = Path(folder)
+    doc = document or read_policy_document(folder)
+    path = folder / name
+    if name not in doc["files"]:
+        hint = " (run `act-policy quantize` on the bundle first)" if name == INT8_GRAPH else ""
+        raise CheckpointError(f"{folder / POLICY_FILE}: bundle has no {name!r}{hint}; it lists {sorted(doc['files'])}")
+    if not path.is_file():
+        raise CheckpointError(f"{path}: file listed in {POLICY_FILE} is missing")
+    actual = sha256_file(path)
+    if actual != doc["files"][name]:
+        raise CheckpointError(f"{path}: sha256 {actual} does not match {POLICY_FILE} ({doc['files'][name]}); "
+                              "the file is corrupt or was changed after export")
+    return path
+
+
+def _field(doc: dict[str, Any], key: str, where: Path) -> Any:
+    if key not in doc:
+        raise CheckpointError(f"{where}: missing field {key!r}")
+    return doc[key]
+
+
+def _feature(raw: Any, where: str) -> Feature:
+    try:
+        return Feature(raw["name"], FeatureType(raw["type"]), tuple(int(v) for v in raw["shape"]),
+                       NormMode(raw["norm_mode"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{where}: expected {{name, type, shape, norm_mode}}, got {raw!r} ({exc})")
+
+
+def _stats(raw: Any, where: str) -> Stats:
+    try:
+        return {feature: {stat: np.asarray(v["values"], np.float32).reshape(v["shape"]) for stat, v in by_stat.items()}
+                for feature, by_stat in raw.items()}
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{where}: expected {{feature: {{stat: {{shape, values}}}}}} ({exc})")
+
+
+def load_bundle(folder: str | Path) -> PolicyArtifacts:
+    """Read a bundle written by :func:`act_policy.export.export_bundle` (weights checked by sha256)."""
+    folder = Path(folder)
+    path = folder / POLICY_FILE
+    doc = read_policy_document(folder)
+    try:
+        config = ACTConfig(**_field(doc, "config", path))
+    except TypeError as exc:
+        raise CheckpointError(f"{path}: config: {exc}")
+    norm = _field(doc, "normalization", path)
+    spec = PolicySpec(
+        config=config,
+        inputs=tuple(_feature(f, f"{path}: inputs") for f in _field(doc, "inputs", path)),
+        action=_feature(_field(doc, "action", path), f"{path}: action"),
+        rename_map=dict(doc.get("rename_map") or {}),
+        fps=doc.get("fps"),
+    )
+    weights_path = verified_file(folder, WEIGHTS_FILE, doc)
+    weights: dict[str, torch.Tensor] = read_safetensors(weights_path)
+    return PolicyArtifacts(
+        spec=spec,
+        weights=check_weights(weights, spec, weights_path),
+        input_stats=_stats(_field(norm, "input_stats", path), f"{path}: normalization.input_stats"),
+        action_stats=_stats(_field(norm, "action_stats", path), f"{path}: normalization.action_stats"),
+        source=folder,
+        input_eps=float(_field(norm, "input_eps", path)),
+        action_eps=float(_field(norm, "action_eps", path)),
+        legacy_normalization=bool(norm.get("legacy_min_max", False)),
+    )

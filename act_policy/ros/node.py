@@ -1,0 +1,313 @@
+"""``act_policy_node``: the rclpy lifecycle adapter around :mod:`act_policy.runtime`.
+
+It moves messages in and out and maps lifecycle transitions, services and parameter changes
+onto the runtime; every decision (validation, scheduling, safety, diagnostics) is made there.
+
+Lifecycle: *configure* validates the parameters, loads the policy on its backend and creates
+the topics, services and timers; *activate* starts commanding; *deactivate* stops commanding
+and holds; *cleanup* / *shutdown* release everything. A failing transition is logged with its
+reason (rclpy itself turns an exception into ERROR without a log line).
+
+Threads: camera and joint callbacks run in a reentrant group; the control timer and the
+diagnostics timer share a mutually exclusive group (so statistics are never read while a tick
+writes them); the services have a third group; inference runs in the runtime's worker thread,
+so a control tick never waits for it. Timers use the steady clock: ROS time
+stalls under ``use_sim_time`` without ``/clock``.
+"""
+
+from __future__ import annotations
+
+import traceback
+from typing import Any
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.clock import Clock, ClockType
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.lifecycle import Node as LifecycleNode
+from rclpy.lifecycle import State, TransitionCallbackReturn
+from rclpy.parameter import Parameter
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import CompressedImage, Image, JointState
+from std_msgs.msg import Float64MultiArray
+from std_srvs.srv import SetBool, Trigger
+
+from act_policy.core.errors import ActPolicyError, ObservationError
+from act_policy.msg import InferenceLatency
+from act_policy.ros.conversions import COMMAND_MESSAGES, chunk_message, command_message, diagnostic_array, raw_image
+from act_policy.runtime.parameters import (
+    PARAMETERS,
+    SPECS,
+    ParameterError,
+    ParamSpec,
+    ParamType,
+    coerce,
+    descriptor_text,
+    dynamic_typing,
+    ros_default,
+    validate,
+)
+from act_policy.runtime.realtime import TickResult
+from act_policy.runtime.safety import Hold
+from act_policy.runtime.session import Runtime, build_runtime, load_node_policy
+
+NODE_NAME = "act_policy"
+COMMAND_QOS_DEPTH = 10
+
+
+def parameter_descriptor(spec: ParamSpec) -> ParameterDescriptor:
+    """The ROS descriptor of one row of the parameter table (ranges enforced by rclpy too)."""
+    description, constraints = descriptor_text(spec)
+    d = ParameterDescriptor(description=description, additional_constraints=constraints, read_only=spec.read_only,
+                            dynamic_typing=dynamic_typing(spec))
+    if spec.type is ParamType.INT and spec.min is not None and spec.max is not None:
+        d.integer_range = [IntegerRange(from_value=int(spec.min), to_value=int(spec.max), step=1)]
+    if spec.type is ParamType.DOUBLE and spec.min is not None and spec.max is not None:
+        d.floating_point_range = [FloatingPointRange(from_value=float(spec.min), to_value=float(spec.max), step=0.0)]
+    return d
+
+
+class ActPolicyNode(LifecycleNode):
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(NODE_NAME, **kwargs)
+        self._steady = Clock(clock_type=ClockType.STEADY_TIME)
+        self._values: dict[str, Any] = {
+            spec.name: self.declare_parameter(spec.name, ros_default(spec), parameter_descriptor(spec)).value
+            for spec in PARAMETERS}
+        self.runtime: Runtime | None = None
+        self._sensor_group = ReentrantCallbackGroup()
+        self._control_group = MutuallyExclusiveCallbackGroup()
+        self._service_group = MutuallyExclusiveCallbackGroup()
+        # what configure creates; not rclpy's own _publishers/_subscriptions/_timers, which a subclass must not reuse
+        self._configured_subscriptions: list[Any] = []
+        self._configured_publishers: list[Any] = []
+        self._configured_timers: list[Any] = []
+        self._control_timer: Any = None
+        self._command_pub: Any = None
+        self._chunk_pub: Any = None
+        self._latency_pub: Any = None
+        self._diagnostics_pub: Any = None
+        self._last_hold: str | None = None
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self.create_service(SetBool, "~/enable", self._on_enable, callback_group=self._service_group)
+        self.create_service(Trigger, "~/reset", self._on_reset, callback_group=self._service_group)
+
+    # ------------------------------------------------------------------ lifecycle
+    def on_configure(self, state: State) -> TransitionCallbackReturn:
+        try:
+            settings = validate(self._values)
+            policy = load_node_policy(settings)
+            try:
+                self.runtime = build_runtime(settings, policy)
+            except BaseException:
+                policy.close()
+                raise
+            self._create_interfaces(self.runtime)
+        except (ActPolicyError, OSError, ValueError) as exc:
+            self.get_logger().error(f"configure failed: {exc}")
+            self.release_runtime()
+            return TransitionCallbackReturn.FAILURE
+        except Exception:
+            self.get_logger().error(f"configure failed unexpectedly:\n{traceback.format_exc()}")
+            self.release_runtime()
+            return TransitionCallbackReturn.ERROR
+        rt = self.runtime
+        self.get_logger().info(
+            f"configured: {rt.policy.describe()}; cameras {rt.camera_topics}; joints {list(rt.cache.joint_names)} "
+            f"from {rt.settings['joint_state_topic']}; commands ({rt.settings['command_type']}) on "
+            f"{rt.settings['command_topic']} at {rt.settings['control_rate_hz']:g} Hz, {rt.settings['schedule_mode']}")
+        return super().on_configure(state)
+
+    def on_activate(self, state: State) -> TransitionCallbackReturn:
+        if self.runtime is None:
+            self.get_logger().error("activate failed: the node is not configured")
+            return TransitionCallbackReturn.FAILURE
+        self.runtime.loop.set_active(True)
+        self.get_logger().info("active: commanding the arm")
+        return super().on_activate(state)  # enables the lifecycle publishers
+
+    def on_deactivate(self, state: State) -> TransitionCallbackReturn:
+        if self.runtime is not None:
+            self.runtime.loop.set_active(False)
+        self.get_logger().info("inactive: holding, no commands are sent")
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: State) -> TransitionCallbackReturn:
+        self.release_runtime()
+        return super().on_cleanup(state)
+
+    def on_shutdown(self, state: State) -> TransitionCallbackReturn:
+        self.release_runtime()
+        return super().on_shutdown(state)
+
+    def on_error(self, state: State) -> TransitionCallbackReturn:
+        self.get_logger().error(f"error while in state {state.label!r}: releasing the policy")
+        self.release_runtime()
+        return super().on_error(state)
+
+    # ------------------------------------------------------------------ interfaces
+    def _create_interfaces(self, rt: Runtime) -> None:
+        s = rt.settings
+        for feature, topic in rt.camera_topics.items():
+            msg_type = CompressedImage if topic.rstrip("/").endswith("/compressed") else Image
+            self._configured_subscriptions.append(self.create_subscription(
+                msg_type, topic, self._image_callback(rt, feature, topic), qos_profile_sensor_data,
+                callback_group=self._sensor_group))
+        self._configured_subscriptions.append(self.create_subscription(
+            JointState, s["joint_state_topic"], self._joint_callback(rt), qos_profile_sensor_data,
+            callback_group=self._sensor_group))
+        self._command_pub = self.create_lifecycle_publisher(
+            COMMAND_MESSAGES[s["command_type"]], s["command_topic"], COMMAND_QOS_DEPTH)
+        self._chunk_pub = self.create_lifecycle_publisher(Float64MultiArray, "~/action_chunk", 1)
+        self._latency_pub = self.create_lifecycle_publisher(InferenceLatency, "~/latency", 10)
+        self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._configured_publishers += [self._command_pub, self._chunk_pub, self._latency_pub, self._diagnostics_pub]
+        self._control_timer = self.create_timer(1.0 / s["control_rate_hz"], self._on_tick,
+                                                callback_group=self._control_group, clock=self._steady)
+        self._configured_timers += [self._control_timer, self.create_timer(
+            s["diagnostics_period_s"], self._on_diagnostics, callback_group=self._control_group, clock=self._steady)]
+
+    def release_runtime(self) -> None:
+        """Destroy what configure created and close the policy (idempotent)."""
+        for timer in self._configured_timers:
+            self.destroy_timer(timer)
+        for sub in self._configured_subscriptions:
+            self.destroy_subscription(sub)
+        for pub in self._configured_publishers:
+            if pub is self._diagnostics_pub:
+                self.destroy_publisher(pub)
+            else:
+                self.destroy_lifecycle_publisher(pub)
+        self._configured_timers, self._configured_subscriptions, self._configured_publishers = [], [], []
+        self._control_timer = None
+        if self.runtime is not None:
+            self.runtime.close()
+            self.runtime = None
+
+    def _image_callback(self, rt: Runtime, feature: str, topic: str):
+        def callback(msg: Image | CompressedImage) -> None:
+            rt.cache.update_image(feature, raw_image(msg))
+            rt.monitor.on_input(topic, rt.clock())
+        return callback
+
+    def _joint_callback(self, rt: Runtime):
+        topic = rt.settings["joint_state_topic"]
+
+        def callback(msg: JointState) -> None:
+            try:
+                rt.cache.update_joints(msg.name, msg.position)
+            except ObservationError as exc:
+                self.get_logger().warning(str(exc), throttle_duration_sec=2.0)
+                return
+            rt.monitor.on_input(topic, rt.clock())
+        return callback
+
+    # ------------------------------------------------------------------ control
+    def _on_tick(self) -> None:
+        rt = self.runtime
+        if rt is None:
+            return
+        try:
+            result = rt.tick()
+            if result.command is not None:
+                self._command_pub.publish(command_message(
+                    rt.settings["command_type"], rt.cache.joint_names, result.command,
+                    self.get_clock().now().to_msg(), 1.0 / rt.settings["control_rate_hz"]))
+            if result.chunk is not None and result.chunk.chunk is not None and result.skipped is not None:
+                self._publish_chunk(rt, result)
+            self._log_hold(result)
+        except Exception:  # an exception would stop the executor; hold and say why instead
+            self.get_logger().error(f"control tick failed:\n{traceback.format_exc()}", throttle_duration_sec=1.0)
+
+    def _publish_chunk(self, rt: Runtime, result: TickResult) -> None:
+        done = result.chunk
+        self._chunk_pub.publish(chunk_message(rt.loop.units.to_ros(done.chunk)))
+        t = done.times
+        msg = InferenceLatency(
+            sequence=done.job.seq, observation_step=done.job.obs_step,
+            backend=str(rt.policy.describe().get("backend")),
+            convert_ms=float(done.convert_ms), preprocess_ms=float(t.preprocess_ms),
+            inference_ms=float(t.inference_ms), postprocess_ms=float(t.postprocess_ms),
+            total_ms=float(done.total_ms), observation_age_ms=float(done.job.observation_age_ms),
+            queue_depth=rt.loop.schedule.depth, skipped_actions=int(result.skipped))
+        msg.header.stamp = self.get_clock().now().to_msg()
+        self._latency_pub.publish(msg)
+
+    def _log_hold(self, result: TickResult) -> None:
+        """Log when the reason for holding changes; a momentarily empty queue is left to /diagnostics."""
+        if result.hold is Hold.STARVED:
+            return
+        text = None if result.hold is None else f"holding: {result.hold.value}" + (
+            f" ({result.detail})" if result.detail else "")
+        if text != self._last_hold:
+            if text is None:
+                self.get_logger().info("commanding")
+            else:
+                self.get_logger().warning(text)
+            self._last_hold = text
+
+    def _on_diagnostics(self) -> None:
+        rt = self.runtime
+        if rt is None:
+            return
+        report = rt.report()
+        name = f"{self.get_name()}: policy"
+        self._diagnostics_pub.publish(diagnostic_array(
+            report, name, str(rt.policy.describe().get("backend")), self.get_clock().now().to_msg()))
+
+    # ------------------------------------------------------------------ parameters and services
+    def _on_set_parameters(self, parameters: list[Parameter]) -> SetParametersResult:
+        """Validate all changes at once; refuse with the reason and change nothing, or apply next tick."""
+        changes = {p.name: p.value for p in parameters if p.name in SPECS}  # use_sim_time etc. pass through
+        if not changes:
+            return SetParametersResult(successful=True)
+        try:
+            rt = self.runtime
+            if rt is None:  # unconfigured: types and ranges now, cross-parameter rules at configure
+                for name, value in changes.items():
+                    coerce(SPECS[name], value)
+            else:
+                old_rate = rt.settings["control_rate_hz"]
+                new = rt.apply(changes)
+                if new["control_rate_hz"] != old_rate and self._control_timer is not None:
+                    self._control_timer.timer_period_ns = int(1e9 / new["control_rate_hz"])
+        except ParameterError as exc:
+            return SetParametersResult(successful=False, reason=str(exc))
+        self._values.update(changes)
+        return SetParametersResult(successful=True)
+
+    def _on_enable(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
+        result = self.set_parameters([Parameter("enabled", value=bool(request.data))])[0]
+        response.success = result.successful
+        response.message = ("enabled" if request.data else "disabled: holding") if result.successful else result.reason
+        return response
+
+    def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        if self.runtime is None:
+            response.success, response.message = False, "not configured"
+            return response
+        self.runtime.loop.request_reset()
+        response.success, response.message = True, "new episode: action queue and in-flight inference dropped"
+        return response
+
+
+def main(args: list[str] | None = None) -> None:
+    """Entry point of ``ros2 run act_policy act_policy_node``."""
+    rclpy.init(args=args)
+    node = ActPolicyNode()
+    executor = MultiThreadedExecutor(num_threads=4)
+    executor.add_node(node)
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.release_runtime()
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,150 @@
+"""Diagnostics math for the node: rolling statistics, and the OK / WARN / ERROR decision.
+
+Built on :mod:`act_policy.core.diagnostics` (RollingWindow, RateMeter, summarize); the ROS
+adapter only copies :class:`Report` into a ``diagnostic_msgs/DiagnosticStatus``. Problems
+are judged over the interval since the previous report, so an episode of starvation an hour
+ago does not keep the status at WARN forever.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import IntEnum
+
+from act_policy.core.diagnostics import RateMeter, RollingWindow
+from act_policy.runtime.realtime import ChunkResult, ControlLoop
+from act_policy.runtime.safety import Hold
+
+
+class Level(IntEnum):
+    """Values of diagnostic_msgs/DiagnosticStatus (sent as a single byte in rclpy)."""
+
+    OK = 0
+    WARN = 1
+    ERROR = 2
+
+
+@dataclass(frozen=True)
+class Report:
+    level: Level
+    message: str
+    values: list[tuple[str, str]]
+
+
+STAGES = ("convert", "preprocess", "inference", "postprocess", "total")
+
+
+class HealthMonitor:
+    """Rolling latency windows, control-loop period and input rates, fed by the node."""
+
+    def __init__(self, window: int = 200) -> None:
+        self.stages = {name: RollingWindow(window) for name in STAGES}
+        self.observation_age = RollingWindow(window)
+        self.ticks = RateMeter(window)
+        self.inputs: dict[str, RateMeter] = {}
+        self.overruns = 0  # ticks whose callback took longer than the period
+        self.last_tick_ms = 0.0
+        self._previous: dict[str, int] = {}
+
+    def on_tick(self, started: float, finished: float, period_s: float) -> None:
+        self.ticks.tick(started)
+        self.last_tick_ms = (finished - started) * 1e3
+        if finished - started > period_s:
+            self.overruns += 1
+
+    def on_input(self, source: str, now: float) -> None:
+        self.inputs.setdefault(source, RateMeter(50)).tick(now)
+
+    def on_chunk(self, result: ChunkResult) -> None:
+        if result.chunk is None:
+            return
+        t = result.times
+        for name, value in zip(STAGES, (result.convert_ms, t.preprocess_ms, t.inference_ms, t.postprocess_ms,
+                                        result.total_ms), strict=True):
+            self.stages[name].add(value)
+        self.observation_age.add(result.job.observation_age_ms)
+
+    def since_last_report(self, counters: Mapping[str, int]) -> dict[str, int]:
+        """How much each counter grew since the previous call."""
+        deltas = {k: v - self._previous.get(k, 0) for k, v in counters.items()}
+        self._previous = dict(counters)
+        return deltas
+
+
+def _ms(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{value:.1f}"
+
+
+def assess(loop: ControlLoop, monitor: HealthMonitor, *, backend: str, control_rate_hz: float,
+           recorder_info: str = "off") -> Report:
+    """The node's diagnostic status: the level, a one-line message and key-values."""
+    period_ms = 1e3 / control_rate_hz
+    schedule, guard, c = loop.schedule, loop.guard, loop.counters
+    counters = {"starved": c.holds.get(Hold.STARVED.name, 0), "gaps": schedule.ensemble_gaps,
+                "stale_chunks": schedule.stale_chunks, "overruns": monitor.overruns,
+                "clamps": guard.clamp_count, "rejected": guard.rejected_count,
+                "backend_failures": c.backend_failures, "observation_errors": c.observation_errors}
+    recent = monitor.since_last_report(counters)
+    inference = monitor.stages["total"].summary()
+    ages = loop.cache.ages_ms()
+
+    level, message = Level.OK, "commanding"
+    warnings: list[str] = []
+    if recent["starved"]:
+        warnings.append(f"queue ran dry for {recent['starved']} ticks: inference (p95 {_ms(inference.p95)} ms) "
+                        f"is slower than the refill margin; raise refill_threshold or lower control_rate_hz")
+    if recent["gaps"]:
+        warnings.append(f"temporal ensembling can't keep up: {recent['gaps']} ticks without a fresh chunk "
+                        f"(inference p95 {_ms(inference.p95)} ms vs period {period_ms:.1f} ms); use async mode")
+    if recent["stale_chunks"]:
+        warnings.append(f"{recent['stale_chunks']} chunks arrived after all their actions were due")
+    if recent["overruns"]:
+        warnings.append(f"{recent['overruns']} control ticks overran the {period_ms:.1f} ms period")
+    if recent["rejected"]:
+        warnings.append(f"{recent['rejected']} non-finite actions refused")
+    if warnings:
+        level, message = Level.WARN, "; ".join(warnings)
+    hold = loop.last_hold
+    if hold is not None:
+        reason, detail = hold
+        text = f"holding: {reason.value}" + (f" ({detail})" if detail else "")
+        severity = {Hold.INACTIVE: Level.OK, Hold.DISABLED: Level.OK, Hold.WAITING: Level.WARN,
+                    Hold.STARVED: Level.WARN}.get(reason, Level.ERROR)
+        level, message = max(level, severity), (f"{text}; {message}" if warnings else text)
+
+    values: list[tuple[str, str]] = [
+        ("backend", backend),
+        ("control rate target (Hz)", f"{control_rate_hz:g}"),
+        ("control rate achieved (Hz)", f"{monitor.ticks.rate_hz():.1f}"),
+        ("control period jitter (ms)", f"{monitor.ticks.jitter_ms(period_ms):.1f}"),
+        ("control tick duration (ms)", f"{monitor.last_tick_ms:.2f}"),
+        ("control overruns", str(monitor.overruns)),
+        ("schedule mode", schedule.mode),
+        ("queue depth", str(schedule.depth)),
+        ("inferences", str(c.inferences)),
+        ("commands sent", str(c.commands)),
+        ("skipped actions (latency compensation)", str(schedule.skipped_actions)),
+        ("stale chunks", str(schedule.stale_chunks)),
+        ("ensemble gaps", str(schedule.ensemble_gaps)),
+        ("clamped ticks", str(guard.clamp_count)),
+        ("clamps per joint", " ".join(str(int(x)) for x in guard.clamped_joints)),
+        ("backend failures", str(c.backend_failures)),
+        ("observation errors", str(c.observation_errors)),
+        ("recording", recorder_info),
+    ]
+    for name, window in monitor.stages.items():
+        s = window.summary()
+        values.append((f"{name} ms p50/p95/max", f"{_ms(s.p50)}/{_ms(s.p95)}/{_ms(s.max)}"))
+    values.append(("observation age at inference ms p50/max",
+                   f"{_ms(monitor.observation_age.summary().p50)}/{_ms(monitor.observation_age.summary().max)}"))
+    for source, age in ages.items():
+        values.append((f"age {source} (ms)", "never received" if math.isinf(age) else f"{age:.0f}"))
+    for source, meter in monitor.inputs.items():
+        values.append((f"rate {source} (Hz)", f"{meter.rate_hz():.1f}"))
+    for source, error in dict(loop.cache.errors).items():
+        values.append((f"error {source}", error))
+    if loop.backend_error:
+        values.append(("backend error", loop.backend_error))
+    return Report(level, message, values)

@@ -1,0 +1,247 @@
+"""The latest camera images and joint states, turned into what the policy was trained on.
+
+Images are stored as they arrive (a reference to the message buffer, no conversion) and
+converted only when an inference needs them: a camera at 30 fps feeding a policy that infers
+at 5 Hz should not pay for 25 conversions a second. Conversion is zero-copy for ``rgb8`` /
+``bgr8`` / ``mono8`` (and ``rgba8`` / ``bgra8``) when rows are unpadded; padded rows are
+copied. Other encodings and compressed images go through OpenCV (what cv_bridge uses).
+
+Joint states are matched by name, per joint, so a driver that publishes the gripper in a
+separate JointState message works; each joint keeps its own arrival time. Ages use the
+monotonic clock of the process (never ROS time, which stalls under ``use_sim_time``).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from act_policy.core.errors import ObservationError
+
+CHANNELS = {"rgb8": 3, "bgr8": 3, "mono8": 1, "rgba8": 4, "bgra8": 4}
+# encoding → (OpenCV colour conversion name, channels in the message); for encodings NumPy does not handle
+OPENCV_CONVERSIONS = {"yuv422_yuy2": ("COLOR_YUV2RGB_YUY2", 2), "yuyv": ("COLOR_YUV2RGB_YUY2", 2),
+                      "uyvy": ("COLOR_YUV2RGB_UYVY", 2), "yuv422": ("COLOR_YUV2RGB_UYVY", 2)}
+
+
+@dataclass(frozen=True)
+class RawImage:
+    """The fields of sensor_msgs/Image (or CompressedImage) that conversion needs, ROS-free.
+
+    For a compressed image only ``data`` and ``encoding`` (the message's ``format``) are used.
+    """
+
+    encoding: str
+    data: Any  # bytes, bytearray, memoryview or uint8 array (rclpy gives array.array / bytes)
+    height: int = 0
+    width: int = 0
+    step: int = 0
+    compressed: bool = False
+
+
+def _opencv(what: str, source: str) -> Any:
+    try:
+        import cv2
+    except ImportError:
+        raise ObservationError(f"{source}: {what} needs OpenCV (apt install python3-opencv, or pip install "
+                               "opencv-python-headless); or configure the camera driver to publish rgb8/bgr8")
+    return cv2
+
+
+def decode_image(raw: RawImage, source: str) -> np.ndarray:
+    """uint8 RGB (H, W, 3) at the message's resolution; a view of the buffer when possible."""
+    buffer = np.frombuffer(raw.data, dtype=np.uint8)
+    if raw.compressed:
+        cv2 = _opencv(f"compressed image format {raw.encoding!r}", source)
+        bgr = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise ObservationError(f"{source}: could not decode compressed image (format {raw.encoding!r})")
+        return bgr[..., ::-1]
+    encoding = raw.encoding.lower()
+    channels = CHANNELS.get(encoding) or OPENCV_CONVERSIONS.get(encoding, (None, 0))[1]
+    if not channels:
+        supported = ", ".join([*CHANNELS, *OPENCV_CONVERSIONS])
+        raise ObservationError(f"{source}: unsupported image encoding {raw.encoding!r}; expected one of {supported}")
+    h, w, step = raw.height, raw.width, raw.step
+    row = w * channels
+    if h <= 0 or w <= 0 or step < row or buffer.size < step * h:
+        raise ObservationError(f"{source}: inconsistent image: {w}x{h} {raw.encoding} needs step >= {row} and "
+                               f"{row * h} bytes, got step {step} and {buffer.size} bytes")
+    if step == row:
+        pixels = buffer[: h * row].reshape(h, w, channels)  # zero-copy view
+    else:
+        pixels = np.ascontiguousarray(buffer[: h * step].reshape(h, step)[:, :row]).reshape(h, w, channels)
+    if encoding in OPENCV_CONVERSIONS:
+        cv2 = _opencv(f"encoding {raw.encoding!r}", source)
+        return cv2.cvtColor(pixels, getattr(cv2, OPENCV_CONVERSIONS[encoding][0]))
+    if encoding == "mono8":
+        return np.broadcast_to(pixels, (h, w, 3))
+    if encoding.startswith("bgr"):
+        return pixels[..., 2::-1]
+    return pixels[..., :3]
+
+
+def resize_bilinear(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Bilinear resize with half-pixel centres (OpenCV's INTER_LINEAR convention), no anti-aliasing.
+
+    Pure NumPy so the node needs no image library; separable: rows, then columns.
+    """
+    src_h, src_w = image.shape[:2]
+    if (src_h, src_w) == (height, width):
+        return image
+
+    def axis(src: int, dst: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        pos = np.clip((np.arange(dst, dtype=np.float64) + 0.5) * (src / dst) - 0.5, 0, src - 1)
+        lo = np.floor(pos).astype(np.intp)
+        hi = np.minimum(lo + 1, src - 1)
+        return lo, hi, (pos - lo).astype(np.float32)
+
+    y0, y1, wy = axis(src_h, height)
+    x0, x1, wx = axis(src_w, width)
+    img = image.astype(np.float32)
+    rows = img[y0] * (1 - wy)[:, None, None] + img[y1] * wy[:, None, None]
+    out = rows[:, x0] * (1 - wx)[None, :, None] + rows[:, x1] * wx[None, :, None]
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def to_policy_image(raw: RawImage, size: tuple[int, int], *, allow_resize: bool, source: str) -> np.ndarray:
+    """Decode, then check or resize to the trained (height, width); errors name the source topic."""
+    image = decode_image(raw, source)
+    if image.shape[:2] == size:
+        return image
+    if not allow_resize:
+        raise ObservationError(f"{source}: image is {image.shape[1]}x{image.shape[0]} but the policy was trained "
+                               f"on {size[1]}x{size[0]}; set the camera to that resolution or allow_resize:=true")
+    return resize_bilinear(image, *size)
+
+
+class JointUnits:
+    """ROS joint values ↔ the units the policy was trained in: ``policy = ros * scale + offset``.
+
+    LeRobot arms record degrees or ±100 ranges while ROS uses radians; a wrong factor freezes
+    or saturates the arm, so both directions use the same two per-joint arrays.
+    """
+
+    def __init__(self, scale: Sequence[float], offset: Sequence[float]) -> None:
+        self.scale = np.asarray(scale, np.float64)
+        self.offset = np.asarray(offset, np.float64)
+        if self.scale.shape != self.offset.shape or np.any(self.scale == 0):
+            raise ValueError(f"joint scale {self.scale} and offset {self.offset} must match in length, scale != 0")
+
+    def to_policy(self, ros_values: np.ndarray) -> np.ndarray:
+        return (np.asarray(ros_values, np.float64) * self.scale + self.offset).astype(np.float32)
+
+    def to_ros(self, policy_values: np.ndarray) -> np.ndarray:
+        return (np.asarray(policy_values, np.float64) - self.offset) / self.scale
+
+
+@dataclass(frozen=True)
+class Capture:
+    """The latest data at one instant, unconverted (cheap to take in the control tick)."""
+
+    images: dict[str, RawImage]
+    joint_positions: np.ndarray  # ROS units, joint_names order
+    ages_ms: dict[str, float]
+
+
+class ObservationCache:
+    """Latest image per camera and latest position per joint, safe to update from any thread."""
+
+    def __init__(self, camera_topics: Mapping[str, str], image_sizes: Mapping[str, tuple[int, int]],
+                 joint_names: Sequence[str], joint_topic: str, *, allow_resize: bool = False,
+                 clock: Callable[[], float]) -> None:
+        self.camera_topics = dict(camera_topics)
+        self.image_sizes = dict(image_sizes)
+        self.joint_names = tuple(joint_names)
+        self.joint_topic = joint_topic
+        self.allow_resize = allow_resize
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._images: dict[str, tuple[RawImage, float]] = {}
+        self._positions = np.full(len(self.joint_names), np.nan)
+        self._joint_stamps = np.full(len(self.joint_names), -np.inf)
+        self._index = {name: i for i, name in enumerate(self.joint_names)}
+        self.errors: dict[str, str] = {}  # source → last error (cleared by the next good message)
+        self.counts: dict[str, int] = {}
+
+    def update_image(self, feature: str, raw: RawImage) -> None:
+        now = self._clock()
+        with self._lock:
+            self._images[feature] = (raw, now)
+            self.counts[feature] = self.counts.get(feature, 0) + 1
+
+    def update_joints(self, names: Sequence[str], positions: Sequence[float]) -> None:
+        """Store the positions of our joints from one JointState; a bad message is rejected whole."""
+        now = self._clock()
+        source = self.joint_topic
+        try:
+            if len(positions) != len(names):
+                raise ObservationError(f"{source}: {len(names)} names but {len(positions)} positions")
+            values = np.asarray(positions, np.float64)
+            updates = {self._index[n]: values[i] for i, n in enumerate(names) if n in self._index}
+            bad = [self.joint_names[j] for j, v in updates.items() if not math.isfinite(v)]
+            if bad:
+                raise ObservationError(f"{source}: non-finite position for joint(s) {', '.join(bad)}")
+        except ObservationError as exc:
+            with self._lock:
+                self.errors[source] = str(exc)
+            raise
+        with self._lock:
+            for j, v in updates.items():
+                self._positions[j] = v
+                self._joint_stamps[j] = now
+            self.errors.pop(source, None)
+            self.counts[source] = self.counts.get(source, 0) + 1
+
+    def missing_joints(self) -> list[str]:
+        with self._lock:
+            return [n for n, t in zip(self.joint_names, self._joint_stamps, strict=True) if t == -np.inf]
+
+    def ages_ms(self) -> dict[str, float]:
+        """Age of each camera's latest image and of the oldest joint ("joint_states"); inf = never seen."""
+        now = self._clock()
+        with self._lock:
+            ages = {f: (now - self._images[f][1]) * 1e3 if f in self._images else math.inf
+                    for f in self.camera_topics}
+            oldest = float(self._joint_stamps.min()) if self.joint_names else now
+            ages["joint_states"] = (now - oldest) * 1e3
+        return ages
+
+    def joint_positions(self) -> np.ndarray | None:
+        """Latest positions (ROS units) when every joint has been seen, else None."""
+        with self._lock:
+            return None if np.isnan(self._positions).any() else self._positions.copy()
+
+    def capture(self) -> Capture:
+        """References to the latest data; ObservationError names what was never received."""
+        ages = self.ages_ms()
+        with self._lock:
+            images = {f: raw for f, (raw, _) in self._images.items()}
+            positions = self._positions.copy()
+        missing = [n for n, v in zip(self.joint_names, positions, strict=True) if np.isnan(v)]
+        if missing:
+            raise ObservationError(f"{self.joint_topic}: no position received yet for joint(s) {', '.join(missing)}")
+        for feature, topic in self.camera_topics.items():
+            if feature not in images:
+                raise ObservationError(f"{topic}: no image received yet (camera {feature})")
+        return Capture(images, positions, ages)
+
+    def convert(self, capture: Capture) -> dict[str, np.ndarray]:
+        """Camera feature → uint8 RGB at the trained size; ObservationError names the topic at fault."""
+        converted = {}
+        for feature, topic in self.camera_topics.items():
+            try:
+                converted[feature] = to_policy_image(capture.images[feature], self.image_sizes[feature],
+                                                     allow_resize=self.allow_resize, source=topic)
+            except ObservationError as exc:
+                with self._lock:
+                    self.errors[topic] = str(exc)
+                raise
+            with self._lock:
+                self.errors.pop(topic, None)
+        return converted

@@ -1,0 +1,380 @@
+"""Every node parameter, declared once as data, and the atomic validation of proposed changes.
+
+The table :data:`PARAMETERS` is the single source for the ROS declarations (type, default,
+range, read-only), for validation of ``ros2 param set`` requests, for ``docs/parameters.md``
+and for the tests. Validation never mutates anything: :func:`apply_changes` returns a new
+:class:`Settings` or raises :class:`ParameterError` naming the parameter and what was expected,
+so a refused request leaves the node exactly as it was.
+
+Doubles accept integers (``ros2 param set /act_policy control_rate_hz 15`` sends an INTEGER),
+and double arrays accept integer arrays, for the same reason.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from act_policy.core.config import IMAGE_PREFIX
+from act_policy.core.errors import ActPolicyError
+
+CAMERA_PREFIX = IMAGE_PREFIX + "s."  # LeRobot camera features are "observation.images.<name>"
+
+
+class ParameterError(ActPolicyError, ValueError):
+    """A parameter value (or a combination of values) is invalid; the message names the parameter."""
+
+
+class ParamType(str, Enum):
+    BOOL = "bool"
+    INT = "integer"
+    DOUBLE = "double"
+    STRING = "string"
+    STRING_ARRAY = "string[]"
+    DOUBLE_ARRAY = "double[]"
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One node parameter. ``read_only`` ones are fixed at configure time; the others are live."""
+
+    name: str
+    type: ParamType
+    default: Any
+    description: str
+    read_only: bool = False
+    unit: str = ""
+    min: float | None = None
+    max: float | None = None
+    choices: tuple[str, ...] | None = None
+
+    def range_text(self) -> str:
+        if self.choices:
+            return ", ".join(self.choices)
+        if self.min is not None and self.max is not None:
+            return f"[{_fmt(self.min)}, {_fmt(self.max)}]"
+        return ""
+
+
+COMMAND_TYPES = ("float64_multi_array", "joint_state", "joint_trajectory")
+SCHEDULE_MODES = ("async", "sync", "temporal_ensemble")
+
+P = ParamSpec
+T = ParamType
+PARAMETERS: tuple[ParamSpec, ...] = (
+    # ---------------------------------------------------------------- read-only (configure time)
+    P("model_path", T.STRING, "", "LeRobot `pretrained_model` folder or act_policy deploy bundle. `demo` loads "
+      "the seeded demo policy (random weights: for plumbing tests only, never on a robot)", read_only=True),
+    P("backend", T.STRING, "cpu_fp32", "inference backend, a name from `act_policy.backends.BACKENDS` "
+      "(e.g. cpu_fp32, cpu_int8, hailo)", read_only=True),
+    P("backend_options", T.STRING, "{}", "backend-specific settings as a JSON object "
+      "(e.g. `{\"fallback_backend\": \"cpu_int8\"}`)", read_only=True),
+    P("num_threads", T.INT, 0, "inference threads; 0 = all cores up to 4", read_only=True, min=0, max=64),
+    P("device", T.STRING, "cpu", "torch device for torch backends (`cpu`, `cuda`)", read_only=True),
+    P("camera_topics", T.STRING_ARRAY, (), "one `camera=topic` entry per camera feature of the policy, e.g. "
+      "`front=/camera/image_raw` (camera is the feature name with or without `observation.images.`); a topic "
+      "ending in `/compressed` is read as sensor_msgs/CompressedImage", read_only=True),
+    P("allow_resize", T.BOOL, False, "resize camera images to the trained resolution (bilinear, pure NumPy) "
+      "instead of refusing them", read_only=True),
+    P("joint_state_topic", T.STRING, "/joint_states", "sensor_msgs/JointState input", read_only=True),
+    P("joint_names", T.STRING_ARRAY, (), "the policy's state/action joints in training order; joint states "
+      "are matched by these names, never by message order", read_only=True),
+    P("joint_scale", T.DOUBLE_ARRAY, (), "per joint: policy_value = ros_value * scale + offset (e.g. 57.29578 "
+      "for a policy trained in degrees); empty = 1 for every joint", read_only=True),
+    P("joint_offset", T.DOUBLE_ARRAY, (), "per joint offset of the same mapping, in policy units; "
+      "empty = 0 for every joint", read_only=True),
+    P("command_type", T.STRING, "float64_multi_array", "output message: std_msgs/Float64MultiArray (ros2_control "
+      "forward position controller), sensor_msgs/JointState, or trajectory_msgs/JointTrajectory (one point)",
+      read_only=True, choices=COMMAND_TYPES),
+    P("command_topic", T.STRING, "/forward_position_controller/commands", "where commands are published",
+      read_only=True),
+    P("schedule_mode", T.STRING, "async", "async: infer ahead in a worker and skip actions whose time passed; "
+      "sync: LeRobot's select_action timing (the arm holds while a chunk is inferred); temporal_ensemble: "
+      "infer every tick and average overlapping chunks", read_only=True, choices=SCHEDULE_MODES),
+    P("diagnostics_period_s", T.DOUBLE, 1.0, "period of /diagnostics messages", read_only=True, unit="s",
+      min=0.1, max=60.0),
+    # ---------------------------------------------------------------- live (ros2 param set)
+    P("enabled", T.BOOL, True, "publish commands; false holds (also via the ~/enable service)"),
+    P("control_rate_hz", T.DOUBLE, 30.0, "control ticks per second (one action per tick); usually the "
+      "dataset fps", unit="Hz", min=0.5, max=1000.0),
+    P("n_action_steps", T.INT, 0, "actions executed per inferred chunk; 0 = the checkpoint's value; "
+      "must not exceed chunk_size", min=0, max=10000),
+    P("refill_threshold", T.INT, -1, "async mode: request the next chunk when this many queued actions "
+      "remain; -1 = n_action_steps // 2", min=-1, max=10000),
+    P("temporal_ensemble_coeff", T.DOUBLE, 0.01, "ACT's exp(-coeff * i) weight, i = 0 the oldest prediction",
+      min=0.0, max=10.0),
+    P("joint_lower_limits", T.DOUBLE_ARRAY, (), "per joint lower command limit (ROS units); empty = none",
+      unit="rad"),
+    P("joint_upper_limits", T.DOUBLE_ARRAY, (), "per joint upper command limit (ROS units); empty = none",
+      unit="rad"),
+    P("max_joint_step", T.DOUBLE_ARRAY, (), "largest change of a joint command per tick; one value for every "
+      "joint or one per joint; empty = unlimited", unit="rad"),
+    P("max_image_age_ms", T.DOUBLE, 500.0, "watchdog: hold when a camera's latest image is older",
+      unit="ms", min=1.0, max=60000.0),
+    P("max_joint_state_age_ms", T.DOUBLE, 200.0, "watchdog: hold when a joint's latest state is older",
+      unit="ms", min=1.0, max=60000.0),
+    P("record_dir", T.STRING, "", "when set, save the observations the policy sees there (calibration "
+      "`.npz` format); empty = off"),
+    P("record_every_n", T.INT, 1, "record one inference observation in every n", min=1, max=100000),
+    P("record_max_samples", T.INT, 1000, "stop recording after this many files", min=1, max=10_000_000),
+)
+del P, T
+
+SPECS: dict[str, ParamSpec] = {p.name: p for p in PARAMETERS}
+
+
+@dataclass(frozen=True)
+class PolicyContext:
+    """What the loaded policy adds to validation (unknown before configure)."""
+
+    chunk_size: int
+    n_action_steps: int  # the checkpoint's value
+    camera_features: tuple[str, ...]
+    action_dim: int
+
+
+class Settings(Mapping[str, Any]):
+    """An immutable, fully validated set of parameter values."""
+
+    def __init__(self, values: Mapping[str, Any]) -> None:
+        self._values = dict(values)
+
+    def __getitem__(self, name: str) -> Any:
+        return self._values[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __repr__(self) -> str:
+        return f"Settings({self._values!r})"
+
+
+def defaults() -> dict[str, Any]:
+    return {p.name: p.default for p in PARAMETERS}
+
+
+def coerce(spec: ParamSpec, value: Any) -> Any:
+    """Return ``value`` in the parameter's canonical Python type or raise ParameterError.
+
+    Empty arrays may arrive as ``None`` (ROS cannot type an empty list, see ros_default).
+    """
+    def fail(expected: str) -> ParameterError:
+        return ParameterError(f"{spec.name}: expected {expected}, got {value!r}")
+
+    if spec.type is ParamType.BOOL:
+        if not isinstance(value, bool):
+            raise fail("true or false")
+        return value
+    if spec.type is ParamType.INT:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise fail("an integer")
+        _check_range(spec, value)
+        return value
+    if spec.type is ParamType.DOUBLE:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise fail("a finite number")
+        _check_range(spec, float(value))
+        return float(value)
+    if spec.type is ParamType.STRING:
+        if not isinstance(value, str):
+            raise fail("a string")
+        if spec.choices and value not in spec.choices:
+            raise fail("one of " + ", ".join(spec.choices))
+        return value
+    if value is None:
+        return ()
+    if not isinstance(value, (list, tuple)) and not hasattr(value, "tolist"):
+        raise fail("a list")
+    items = list(value.tolist() if hasattr(value, "tolist") else value)
+    if spec.type is ParamType.STRING_ARRAY:
+        if not all(isinstance(v, str) for v in items):
+            raise fail("a list of strings")
+        return tuple(items)
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in items):
+        raise fail("a list of finite numbers")
+    return tuple(float(v) for v in items)
+
+
+def _check_range(spec: ParamSpec, value: float) -> None:
+    if spec.min is not None and spec.max is not None and not spec.min <= value <= spec.max:
+        unit = f" {spec.unit}" if spec.unit else ""
+        raise ParameterError(f"{spec.name}: expected a value in {spec.range_text()}{unit}, got {value!r}")
+
+
+def validate(values: Mapping[str, Any], context: PolicyContext | None = None) -> Settings:
+    """Check a complete set of values (types, ranges, cross-parameter rules) and return Settings."""
+    unknown = sorted(set(values) - set(SPECS))
+    if unknown:
+        raise ParameterError(f"unknown parameter(s): {', '.join(unknown)}")
+    merged = defaults()
+    merged.update({name: coerce(SPECS[name], value) for name, value in values.items()})
+    _check_rules(merged, context)
+    return Settings(merged)
+
+
+def apply_changes(current: Settings, changes: Mapping[str, Any], context: PolicyContext | None = None,
+                  *, allow_read_only: bool = False) -> Settings:
+    """All of ``changes`` applied to ``current``, or ParameterError and nothing applied."""
+    unknown = sorted(set(changes) - set(SPECS))
+    if unknown:
+        raise ParameterError(f"{', '.join(unknown)}: not a parameter of this node")
+    coerced = {name: coerce(SPECS[name], value) for name, value in changes.items()}
+    for name, value in coerced.items():
+        if SPECS[name].read_only and not allow_read_only and value != current[name]:
+            raise ParameterError(f"{name}: read-only; set it in the params file and reconfigure the node")
+    merged = {**current, **coerced}
+    _check_rules(merged, context)
+    return Settings(merged)
+
+
+# ---------------------------------------------------------------------------- derived values
+def effective_n_action_steps(s: Mapping[str, Any], context: PolicyContext) -> int:
+    if s["schedule_mode"] == "temporal_ensemble":
+        return 1
+    return s["n_action_steps"] or context.n_action_steps
+
+
+def effective_refill_threshold(s: Mapping[str, Any], context: PolicyContext) -> int:
+    n = effective_n_action_steps(s, context)
+    return n // 2 if s["refill_threshold"] < 0 else s["refill_threshold"]
+
+
+def camera_feature_name(key: str) -> str:
+    return key if key.startswith(IMAGE_PREFIX) else CAMERA_PREFIX + key
+
+
+def camera_topic_map(entries: Sequence[str]) -> dict[str, str]:
+    """``["front=/cam/image_raw"]`` → ``{"observation.images.front": "/cam/image_raw"}``."""
+    mapping: dict[str, str] = {}
+    for entry in entries:
+        key, sep, topic = entry.partition("=")
+        key, topic = key.strip(), topic.strip()
+        if not sep or not key or not topic:
+            raise ParameterError(f"camera_topics: expected entries like 'front=/camera/image_raw', got {entry!r}")
+        feature = camera_feature_name(key)
+        if feature in mapping:
+            raise ParameterError(f"camera_topics: camera {key!r} is listed twice")
+        mapping[feature] = topic
+    return mapping
+
+
+def per_joint(values: Sequence[float], n: int, fill: float) -> tuple[float, ...]:
+    """Expand an optional per-joint array (empty → ``fill``, one value → broadcast)."""
+    if not values:
+        return (fill,) * n
+    if len(values) == 1:
+        return tuple(values) * n
+    return tuple(values)
+
+
+def _check_rules(s: Mapping[str, Any], context: PolicyContext | None) -> None:
+    """Cross-parameter rules; the first violation is reported."""
+    from act_policy.backends import BACKENDS
+
+    if s["backend"] not in BACKENDS:
+        raise ParameterError(f"backend: expected one of {', '.join(BACKENDS)}, got {s['backend']!r}")
+    try:
+        options = json.loads(s["backend_options"])
+    except json.JSONDecodeError as exc:
+        raise ParameterError(f"backend_options: expected a JSON object, got {s['backend_options']!r} ({exc})")
+    if not isinstance(options, dict):
+        raise ParameterError(f"backend_options: expected a JSON object, got {s['backend_options']!r}")
+    if not s["command_topic"].strip():
+        raise ParameterError("command_topic: expected a topic name, got an empty string")
+    names = s["joint_names"]
+    if len(set(names)) != len(names) or any(not n.strip() for n in names):
+        raise ParameterError(f"joint_names: expected unique, non-empty names, got {list(names)}")
+    n = len(names)
+    for name in ("joint_scale", "joint_offset", "joint_lower_limits", "joint_upper_limits"):
+        if len(s[name]) not in (0, n):
+            raise ParameterError(f"{name}: expected {n} values (one per joint_names entry) or none, "
+                                 f"got {len(s[name])}")
+    if len(s["max_joint_step"]) not in (0, 1, n):
+        raise ParameterError(f"max_joint_step: expected 1 or {n} values or none, got {len(s['max_joint_step'])}")
+    if any(v <= 0 for v in s["max_joint_step"]):
+        raise ParameterError(f"max_joint_step: expected positive values, got {list(s['max_joint_step'])}")
+    if any(v == 0 for v in s["joint_scale"]):
+        raise ParameterError(f"joint_scale: expected non-zero factors, got {list(s['joint_scale'])}")
+    lower, upper = s["joint_lower_limits"], s["joint_upper_limits"]
+    for joint, lo, hi in zip(names, lower, upper, strict=True) if lower and upper else ():
+        if not lo < hi:
+            raise ParameterError(f"joint_lower_limits/joint_upper_limits: joint {joint!r} needs lower < upper, "
+                                 f"got {lo} >= {hi}")
+    cameras = camera_topic_map(s["camera_topics"])
+    if s["schedule_mode"] == "temporal_ensemble" and s["n_action_steps"] not in (0, 1):
+        raise ParameterError(f"n_action_steps: temporal_ensemble mode executes one action per chunk, so it must "
+                             f"be 1 (or 0), got {s['n_action_steps']}")
+    if context is None:
+        return
+    if s["n_action_steps"] > context.chunk_size:
+        raise ParameterError(f"n_action_steps: expected at most chunk_size={context.chunk_size}, "
+                             f"got {s['n_action_steps']}")
+    steps = effective_n_action_steps(s, context)
+    if s["schedule_mode"] == "async" and effective_refill_threshold(s, context) >= steps:
+        raise ParameterError(f"refill_threshold: expected less than n_action_steps={steps} (or -1), "
+                             f"got {s['refill_threshold']}")
+    if n != context.action_dim:
+        raise ParameterError(f"joint_names: the policy has {context.action_dim} action dimensions, "
+                             f"got {n} names {list(names)}")
+    expected, given = set(context.camera_features), set(cameras)
+    if expected != given:
+        raise ParameterError(
+            "camera_topics: expected one entry for each camera of the policy "
+            f"({', '.join(context.camera_features) or 'none'}); "
+            f"missing {sorted(expected - given) or 'none'}, unknown {sorted(given - expected) or 'none'}")
+
+
+# ---------------------------------------------------------------------------- ROS declaration data
+def ros_default(spec: ParamSpec) -> Any:
+    """The value to declare: lists as lists; empty arrays as None (rclpy types ``[]`` as a byte array)."""
+    if spec.type in (ParamType.STRING_ARRAY, ParamType.DOUBLE_ARRAY):
+        return list(spec.default) or None
+    return spec.default
+
+
+def dynamic_typing(spec: ParamSpec) -> bool:
+    """Doubles (users type integers), arrays (may be empty) are dynamically typed; coerce() checks them."""
+    return spec.type in (ParamType.DOUBLE, ParamType.DOUBLE_ARRAY, ParamType.STRING_ARRAY)
+
+
+def descriptor_text(spec: ParamSpec) -> tuple[str, str]:
+    """(description, additional_constraints) for the ParameterDescriptor."""
+    unit = f" [{spec.unit}]" if spec.unit else ""
+    constraints = f"type {spec.type.value}"
+    if spec.range_text():
+        constraints += ("; one of " if spec.choices else "; range ") + spec.range_text()
+    return spec.description + unit, constraints
+
+
+def parameters_markdown() -> str:
+    """The parameter reference (docs/parameters.md), generated from :data:`PARAMETERS`."""
+    lines = [
+        "# act_policy node parameters",
+        "",
+        "Generated from `act_policy/runtime/parameters.py` by `act_policy.runtime.parameters."
+        "parameters_markdown()`; a test fails when this file is out of date.",
+        "",
+        "Read-only parameters are fixed when the node is configured (params file or `--ros-args -p`); "
+        "live ones change with `ros2 param set` and take effect on the next control tick. A refused "
+        "change returns a reason and changes nothing.",
+        "",
+        "| name | type | default | range / choices | unit | live | description |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for p in PARAMETERS:
+        default = json.dumps(list(p.default) if isinstance(p.default, tuple) else p.default)
+        live = "no" if p.read_only else "yes"
+        desc = p.description.replace("|", "\\|")
+        lines.append(f"| `{p.name}` | {p.type.value} | `{default}` | {p.range_text()} | {p.unit} | {live} | {desc} |")
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(v: float) -> str:
+    return str(int(v)) if float(v).is_integer() else str(v)

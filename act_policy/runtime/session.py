@@ -1,0 +1,149 @@
+"""Assembling the runtime from validated parameters and a loaded policy (the node's configure step).
+
+Kept out of the rclpy adapter so that configuration errors, live parameter changes and the
+whole observation → command path are tested without ROS.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from act_policy.backends import BackendOptions, create_backend
+from act_policy.core.policy import Policy, load_policy
+from act_policy.core.synthetic import demo_artifacts
+from act_policy.runtime.health import HealthMonitor, Report, assess
+from act_policy.runtime.observations import JointUnits, ObservationCache
+from act_policy.runtime.parameters import (
+    ParameterError,
+    PolicyContext,
+    Settings,
+    apply_changes,
+    camera_topic_map,
+    effective_n_action_steps,
+    effective_refill_threshold,
+    per_joint,
+    validate,
+)
+from act_policy.runtime.realtime import ActionSchedule, ControlLoop, LoopSettings, TickResult, loop_settings
+from act_policy.runtime.recorder import ObservationRecorder
+
+DEMO_MODEL = "demo"
+
+
+def load_node_policy(settings: Mapping[str, Any]) -> Policy:
+    """The policy named by ``model_path`` on ``backend``; ``demo`` = seeded weights (plumbing tests only)."""
+    path = settings["model_path"]
+    if not path:
+        raise ParameterError("model_path: expected a LeRobot pretrained_model folder or deploy bundle, got ''")
+    options = json.loads(settings["backend_options"])
+    threads = settings["num_threads"] or None
+    if path == DEMO_MODEL:
+        artifacts = demo_artifacts()
+        backend = create_backend(settings["backend"], artifacts,
+                                 BackendOptions(num_threads=threads, device=settings["device"], extra=options))
+        return Policy(artifacts, backend)
+    return load_policy(path, settings["backend"], num_threads=threads, device=settings["device"],
+                       backend_options=options)
+
+
+def policy_context(policy: Policy) -> PolicyContext:
+    spec = policy.spec
+    if spec.env_state is not None:
+        raise ParameterError(f"model_path: the policy needs {spec.env_state.name!r}, which the node cannot provide "
+                             "(it reads cameras and joint states only)")
+    if spec.state is None or spec.state.shape != spec.action.shape:
+        raise ParameterError(f"model_path: the node maps joint_names to both observation.state and action; the "
+                             f"policy has state {spec.state.shape if spec.state else None} and action "
+                             f"{spec.action.shape}")
+    return PolicyContext(chunk_size=policy.chunk_size, n_action_steps=spec.config.n_action_steps,
+                         camera_features=policy.camera_names, action_dim=policy.action_dim)
+
+
+@dataclass
+class Runtime:
+    """Everything the node runs, built by :func:`build_runtime`."""
+
+    settings: Settings
+    context: PolicyContext
+    policy: Policy
+    cache: ObservationCache
+    loop: ControlLoop
+    recorder: ObservationRecorder
+    monitor: HealthMonitor = field(default_factory=HealthMonitor)
+    clock: Callable[[], float] = time.monotonic
+
+    @property
+    def camera_topics(self) -> dict[str, str]:
+        return dict(self.cache.camera_topics)
+
+    def apply(self, changes: Mapping[str, Any]) -> Settings:
+        """Validate and apply live changes atomically; ParameterError (and nothing changed) if refused."""
+        new = apply_changes(self.settings, changes, self.context)
+        try:
+            self.recorder.configure(new["record_dir"], new["record_every_n"], new["record_max_samples"])
+        except OSError as exc:
+            raise ParameterError(f"record_dir: cannot create {new['record_dir']!r}: {exc}")
+        self.loop.update_settings(_loop_settings(new, self.context))
+        self.settings = new
+        return new
+
+    def tick(self) -> TickResult:
+        """One control tick, timed for the diagnostics (the node's steady timer calls this)."""
+        started = self.clock()
+        result = self.loop.tick()
+        self.monitor.on_tick(started, self.clock(), 1.0 / self.settings["control_rate_hz"])
+        if result.chunk is not None:
+            self.monitor.on_chunk(result.chunk)
+        return result
+
+    def report(self) -> Report:
+        return assess(self.loop, self.monitor, backend=str(self.policy.describe().get("backend")),
+                      control_rate_hz=self.settings["control_rate_hz"], recorder_info=self.recording_info())
+
+    def recording_info(self) -> str:
+        directory = self.recorder.directory
+        if directory is None:
+            return "off"
+        return f"{directory}: {self.recorder.written} written, {self.recorder.dropped} dropped"
+
+    def close(self) -> None:
+        self.loop.close()
+        self.recorder.close()
+        self.policy.close()
+
+
+def _loop_settings(s: Settings, context: PolicyContext) -> LoopSettings:
+    return loop_settings(s, len(s["joint_names"]), effective_n_action_steps(s, context),
+                         effective_refill_threshold(s, context))
+
+
+def build_runtime(settings: Mapping[str, Any], policy: Policy, *,
+                  clock: Callable[[], float] = time.monotonic) -> Runtime:
+    """Validate ``settings`` against ``policy`` and wire the cache, schedule, loop and recorder."""
+    context = policy_context(policy)
+    s = validate(settings, context)
+    n = len(s["joint_names"])
+    cameras = camera_topic_map(s["camera_topics"])
+    sizes = {f.name: (f.shape[1], f.shape[2]) for f in policy.spec.cameras}
+    cache = ObservationCache(cameras, sizes, s["joint_names"], s["joint_state_topic"],
+                             allow_resize=s["allow_resize"], clock=clock)
+    units = JointUnits(per_joint(s["joint_scale"], n, 1.0), per_joint(s["joint_offset"], n, 0.0))
+    schedule = ActionSchedule(s["schedule_mode"], context.chunk_size, effective_n_action_steps(s, context),
+                              effective_refill_threshold(s, context), s["temporal_ensemble_coeff"])
+    recorder = ObservationRecorder()
+    try:
+        recorder.configure(s["record_dir"], s["record_every_n"], s["record_max_samples"])
+    except OSError as exc:
+        recorder.close()
+        raise ParameterError(f"record_dir: cannot create {s['record_dir']!r}: {exc}")
+
+    def infer(observation):
+        chunk = policy.predict_chunk(observation)
+        return chunk, policy.last_times
+
+    loop = ControlLoop(cache, units, schedule, infer, _loop_settings(s, context), clock=clock, record=recorder)
+    return Runtime(s, context, policy, cache, loop, recorder, clock=clock)

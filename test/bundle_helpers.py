@@ -1,0 +1,26 @@
+"""Small deploy bundles for export/backend/benchmark tests (tiny ACT at 64x80, seconds to build)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from conftest import tiny_spec
+
+from act_policy.core.artifacts import PolicyArtifacts
+from act_policy.core.synthetic import demo_artifacts
+from act_policy.export import export_bundle
+from act_policy.export.quantize import quantize_bundle
+
+CALIBRATION_SAMPLES = 8
+
+
+def tiny_policy_artifacts() -> PolicyArtifacts:
+    return demo_artifacts(tiny_spec(), seed=3)
+
+
+def make_bundle(folder: Path, quantized: bool = False) -> Path:
+    """Export the tiny policy to ``folder`` (and calibrate it on synthetic scenes if ``quantized``)."""
+    bundle = export_bundle(tiny_policy_artifacts(), folder, progress=lambda _: None)
+    if quantized:
+        quantize_bundle(bundle, None, CALIBRATION_SAMPLES, progress=lambda _: None)
+    return bundle

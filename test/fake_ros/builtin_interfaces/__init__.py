@@ -1,0 +1,1 @@
+"""Fake builtin_interfaces (see test/fake_ros/README.md)."""

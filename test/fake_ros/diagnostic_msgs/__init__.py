@@ -1,0 +1,1 @@
+"""Fake diagnostic_msgs (see test/fake_ros/README.md)."""

@@ -1,0 +1,1 @@
+"""Fake launch_ros.events."""

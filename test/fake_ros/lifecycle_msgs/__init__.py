@@ -1,0 +1,1 @@
+"""Fake lifecycle_msgs (see test/fake_ros/README.md)."""

@@ -1,0 +1,1 @@
+"""Fake rcl_interfaces (see test/fake_ros/README.md)."""

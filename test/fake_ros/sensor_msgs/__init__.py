@@ -1,0 +1,1 @@
+"""Fake sensor_msgs (see test/fake_ros/README.md)."""

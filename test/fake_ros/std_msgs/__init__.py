@@ -1,0 +1,1 @@
+"""Fake std_msgs (see test/fake_ros/README.md)."""

@@ -1,0 +1,1 @@
+"""Fake std_srvs (see test/fake_ros/README.md)."""

@@ -1,0 +1,1 @@
+"""Fake trajectory_msgs (see test/fake_ros/README.md)."""

@@ -1,0 +1,150 @@
+"""Deploy bundle: export, round trip, ONNX parity, and refusal of damaged bundles."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from bundle_helpers import make_bundle, tiny_policy_artifacts
+
+from act_policy import BackendError, CheckpointError, load_policy
+from act_policy.backends import BackendOptions, ModelInputs, create_backend
+from act_policy.core.policy import Policy
+from act_policy.core.synthetic import synthetic_observations
+from act_policy.export import export_bundle, load_bundle
+from act_policy.export.bundle import FP32_GRAPH, HEAD_GRAPH, POLICY_FILE, WEIGHTS_FILE, backbone_file
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_bundle(tmp_path_factory.mktemp("export") / "bundle")
+
+
+@pytest.fixture
+def copy(bundle: Path, tmp_path: Path) -> Path:
+    """A private copy of the bundle that a test may damage."""
+    return Path(shutil.copytree(bundle, tmp_path / "bundle"))
+
+
+def observations(policy: Policy, count: int = 3, seed: int = 5) -> list[dict[str, np.ndarray]]:
+    return list(synthetic_observations(policy.spec, policy.artifacts.input_stats, count, seed=seed))
+
+
+def test_bundle_loads_without_the_checkpoint_and_predicts_identically(bundle: Path) -> None:
+    original = Policy(tiny_policy_artifacts(), create_backend("cpu_fp32", tiny_policy_artifacts()))
+    loaded = load_policy(bundle, backend="cpu_fp32")
+    assert loaded.artifacts.source == bundle
+    assert loaded.spec == original.spec
+    for obs in observations(original):
+        np.testing.assert_array_equal(loaded.predict_chunk(obs), original.predict_chunk(obs))
+
+
+def test_policy_json_describes_the_policy_and_hashes_every_file(bundle: Path) -> None:
+    doc = json.loads((bundle / POLICY_FILE).read_text())
+    spec = tiny_policy_artifacts().spec
+    assert doc["schema_version"] == 1
+    assert doc["camera_order"] == [f.name for f in spec.cameras]
+    assert doc["config"]["chunk_size"] == spec.config.chunk_size
+    assert doc["config"]["n_action_steps"] == spec.config.n_action_steps
+    assert [f["name"] for f in doc["inputs"]] == [f.name for f in spec.inputs]
+    assert doc["action"]["shape"] == [spec.action_dim]
+    assert set(doc["normalization"]["action_stats"]["action"]) >= {"mean", "std"}
+    assert set(doc["files"]) == {WEIGHTS_FILE, FP32_GRAPH, HEAD_GRAPH, backbone_file(64, 80)}
+    assert all(len(sha) == 64 for sha in doc["files"].values())
+
+
+def test_onnx_fp32_matches_torch_within_1e4(bundle: Path) -> None:
+    torch_policy = load_policy(bundle, backend="cpu_fp32", num_threads=1)
+    onnx_policy = load_policy(bundle, backend="onnx_fp32", num_threads=1)
+    for obs in observations(torch_policy, seed=9):
+        inputs = torch_policy.preprocess(obs)
+        np.testing.assert_allclose(onnx_policy.backend.infer(inputs), torch_policy.backend.infer(inputs),
+                                   rtol=0, atol=1e-4)
+
+
+def test_backbone_then_head_equals_the_whole_network(bundle: Path) -> None:
+    policy = load_policy(bundle, backend="onnx_fp32", num_threads=1)
+    inputs: ModelInputs = policy.preprocess(observations(policy, 1)[0])
+    backbone = ort.InferenceSession(str(bundle / backbone_file(64, 80)))
+    head = ort.InferenceSession(str(bundle / HEAD_GRAPH))
+    features = backbone.run(None, {"image": inputs.images[0]})[0]
+    names = [i.name for i in head.get_inputs()]
+    assert names == [f"{policy.camera_names[0]}.features", "observation.state"]
+    chunk = head.run(None, {names[0]: features, names[1]: inputs.state})[0][0]
+    np.testing.assert_allclose(chunk, policy.backend.infer(inputs), rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("graph", [FP32_GRAPH, HEAD_GRAPH, backbone_file(64, 80)])
+def test_graphs_are_static_opset17_ir8_and_contain_only_input_dependent_work(bundle: Path, graph: str) -> None:
+    model = onnx.load(str(bundle / graph))
+    assert model.ir_version <= 9
+    assert max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) >= 17
+    for value in (*model.graph.input, *model.graph.output):
+        assert all(d.HasField("dim_value") for d in value.type.tensor_type.shape.dim), value.name
+    reachable = {i.name for i in model.graph.input}
+    for node in model.graph.node:  # nodes are topologically sorted
+        assert any(i in reachable for i in node.input), f"{node.name} ({node.op_type}) does not depend on the inputs"
+        reachable.update(node.output)
+
+
+def test_export_refuses_to_overwrite_a_non_empty_folder(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(CheckpointError, match="not empty"):
+        export_bundle(tiny_policy_artifacts(), tmp_path, progress=lambda _: None)
+
+
+def test_missing_weights_file_is_named(copy: Path) -> None:
+    (copy / WEIGHTS_FILE).unlink()
+    with pytest.raises(CheckpointError, match=rf"{WEIGHTS_FILE}: file listed in policy.json is missing"):
+        load_bundle(copy)
+
+
+def test_changed_graph_fails_its_sha256_check_when_its_backend_loads(copy: Path) -> None:
+    data = bytearray((copy / FP32_GRAPH).read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (copy / FP32_GRAPH).write_bytes(bytes(data))
+    load_policy(copy, backend="cpu_fp32")  # does not use the graph
+    with pytest.raises(CheckpointError, match=rf"{FP32_GRAPH}: sha256 .* does not match"):
+        load_policy(copy, backend="onnx_fp32")
+
+
+def test_truncated_weights_fail_the_sha256_check(copy: Path) -> None:
+    data = (copy / WEIGHTS_FILE).read_bytes()
+    (copy / WEIGHTS_FILE).write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match=rf"{WEIGHTS_FILE}: sha256"):
+        load_bundle(copy)
+
+
+def test_corrupt_or_unknown_policy_json_is_reported(copy: Path) -> None:
+    path = copy / POLICY_FILE
+    doc = json.loads(path.read_text())
+    path.write_text(json.dumps({**doc, "schema_version": 99}))
+    with pytest.raises(CheckpointError, match="schema_version 99 is not supported"):
+        load_bundle(copy)
+    path.write_text("{ not json")
+    with pytest.raises(CheckpointError, match=f"{POLICY_FILE}: not valid JSON"):
+        load_bundle(copy)
+
+
+def test_int8_backend_on_unquantized_bundle_says_to_run_quantize(bundle: Path) -> None:
+    with pytest.raises(CheckpointError, match="act-policy quantize"):
+        load_policy(bundle, backend="cpu_int8")
+
+
+def test_onnx_backends_on_a_plain_checkpoint_say_to_run_export(tiny_checkpoint: Path) -> None:
+    with pytest.raises(BackendError, match="act-policy export"):
+        load_policy(tiny_checkpoint, backend="onnx_fp32")
+
+
+def test_onnx_backend_uses_the_requested_threads_and_refuses_gpus(bundle: Path) -> None:
+    artifacts = load_bundle(bundle)
+    backend = create_backend("onnx_fp32", artifacts, BackendOptions(num_threads=1))
+    assert backend.session.get_session_options().intra_op_num_threads == 1
+    assert backend.describe()["threads"] == 1
+    with pytest.raises(BackendError, match="CPU only"):
+        create_backend("onnx_fp32", artifacts, BackendOptions(device="cuda"))

@@ -1,0 +1,147 @@
+"""The Hailo compile kit: what ``act-policy hailo-prepare`` writes and how ``hailo_compile.sh`` behaves.
+
+The compile script is run for real (bash) with a fake ``hailo`` command on PATH
+(``test/fake_hailo_platform/fake_dfc.py``), so argument plumbing, output collection and the
+error paths are tested; the real DFC's parsing and quantization are not.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+import hailo_testing
+import numpy as np
+import onnx
+import pytest
+
+from act_policy.core.errors import CheckpointError
+from act_policy.export import load_bundle
+from act_policy.hailo.kit import hailo_ready_onnx, write_kit
+from act_policy.hailo.layout import backbone_groups
+from act_policy.tools.cli import main
+
+hailo_bundle = hailo_testing.hailo_bundle  # session fixture, bound here so pytest finds it
+
+
+@pytest.fixture
+def kit(hailo_bundle: Path, tmp_path: Path) -> Path:
+    artifacts = load_bundle(hailo_bundle)
+    write_kit(artifacts, tmp_path / "kit", "hailo8l", hailo_testing.calibration(artifacts, 3), calib_size=4)
+    return tmp_path / "kit"
+
+
+def test_kit_holds_graphs_raw_pixel_calibration_and_the_matching_model_script(hailo_bundle: Path, kit: Path) -> None:
+    artifacts = load_bundle(hailo_bundle)
+    manifest = json.loads((kit / "kit.json").read_text())
+    assert manifest["arch"] == "hailo8l"
+    assert [(m["name"], m["cameras"], m["calib_frames"]) for m in manifest["models"]] == [
+        ("backbone_64x80", ["observation.images.front", "observation.images.side"], 4),
+        ("backbone_48x64", ["observation.images.wrist"], 3)]
+    observations = hailo_testing.calibration(artifacts, 3)
+    calib = np.load(kit / "models/backbone_64x80/calib.npy")
+    assert calib.dtype == np.float32 and calib.shape == (4, 64, 80, 3)
+    # raw pixels in observation order (front, side of scene 0, front, side of scene 1), not normalized
+    np.testing.assert_array_equal(calib[1], observations[0]["observation.images.side"])
+    np.testing.assert_array_equal(calib[2], observations[1]["observation.images.front"])
+    script = (kit / "models/backbone_64x80/model.alls").read_text()
+    assert "normalization1 = normalization([123.675" in script and "[58.395" in script
+    assert "model_optimization_flavor(optimization_level=2" in script
+    graph = onnx.load(str(kit / "models/backbone_48x64/backbone_48x64.onnx"))
+    assert graph.ir_version <= 8
+    assert [d.dim_value for d in graph.graph.input[0].type.tensor_type.shape.dim] == [1, 3, 48, 64]
+
+
+def test_compile_script_produces_hefs_and_architecture_sidecars(kit: Path, tmp_path: Path) -> None:
+    result = hailo_testing.run_compile(kit, hailo_testing.fake_dfc_path(tmp_path / "bin"), tmp_path / "out")
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "backbone_48x64.hef", "backbone_48x64.hef.json", "backbone_64x80.hef", "backbone_64x80.hef.json"]
+    sidecar = json.loads((tmp_path / "out/backbone_64x80.hef.json").read_text())
+    assert sidecar["arch"] == "hailo8l" and len(sidecar["source_onnx_sha256"]) == 64
+    assert "[backbone_48x64] hailo compiler" in result.stdout
+
+
+def test_compile_script_without_the_dfc_says_what_to_install(kit: Path, tmp_path: Path) -> None:
+    empty = tmp_path / "empty_bin"
+    empty.mkdir()
+    result = hailo_testing.run_compile(kit, f"{empty}{os.pathsep}/usr/bin{os.pathsep}/bin")
+    assert result.returncode != 0
+    assert "Hailo Dataflow Compiler is not on PATH" in result.stderr and "x86_64" in result.stderr
+
+
+def test_a_failing_step_names_the_step_the_model_and_its_log(kit: Path, tmp_path: Path) -> None:
+    np.save(kit / "models/backbone_48x64/calib.npy", np.zeros((2, 64, 48, 3), np.float32))  # H and W swapped
+    result = hailo_testing.run_compile(kit, hailo_testing.fake_dfc_path(tmp_path / "bin"))
+    assert result.returncode != 0
+    assert "step 'hailo optimize' failed for backbone_48x64" in result.stderr
+    assert "raw RGB 0-255" in result.stderr  # the hint for this step
+    assert "expected float32 (N, 48, 64, 3)" in (kit / "logs/backbone_48x64.optimize.log").read_text()
+
+
+def test_full_model_kit_calibrates_every_input_under_the_dfc_layer_names(hailo_bundle: Path, tmp_path: Path) -> None:
+    artifacts = load_bundle(hailo_bundle)
+    write_kit(artifacts, tmp_path / "kit", "hailo8", hailo_testing.calibration(artifacts, 2), full=True)
+    calib = np.load(tmp_path / "kit/models/act_full/calib.npz")
+    assert {k: calib[k].shape for k in calib.files} == {
+        "act_full/input_layer1": (2, 64, 80, 3), "act_full/input_layer2": (2, 64, 80, 3),
+        "act_full/input_layer3": (2, 48, 64, 3), "act_full/input_layer4": (2, 6)}
+    script = (tmp_path / "kit/models/act_full/model.alls").read_text()
+    assert "norm_layer3 = normalization([123.675" in script and "input_layer3)" in script
+    assert "input_layer4" not in script  # the state is calibrated normalized: no on-chip normalization
+
+
+def test_graphs_with_ir_version_10_are_lowered_for_the_dfc(tmp_path: Path) -> None:
+    node = onnx.helper.make_node("Relu", ["x"], ["y"])
+    info = [onnx.helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, [1, 3]) for n in "xy"]
+    graph = onnx.helper.make_graph([node], "g", info[:1], info[1:])
+    onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)], ir_version=10),
+              str(tmp_path / "ir10.onnx"))
+    hailo_ready_onnx(tmp_path / "ir10.onnx", tmp_path / "out.onnx")
+    assert onnx.load(str(tmp_path / "out.onnx")).ir_version == 8
+    onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 21)], ir_version=10),
+              str(tmp_path / "opset21.onnx"))
+    with pytest.raises(CheckpointError, match="opset 21"):
+        hailo_ready_onnx(tmp_path / "opset21.onnx", tmp_path / "out.onnx")
+
+
+def test_cameras_with_different_normalization_get_separate_hefs(hailo_bundle: Path) -> None:
+    artifacts = load_bundle(hailo_bundle)
+    stats = {k: dict(v) for k, v in artifacts.input_stats.items()}
+    stats["observation.images.side"]["mean"] = np.full((3, 1, 1), 0.5, np.float32)
+    groups = backbone_groups(dataclasses.replace(artifacts, input_stats=stats))
+    assert [(g.name, g.cameras) for g in groups] == [
+        ("backbone_64x80", ("observation.images.front",)), ("backbone_64x80_2", ("observation.images.side",)),
+        ("backbone_48x64", ("observation.images.wrist",))]
+
+
+def test_cli_refuses_a_folder_that_is_not_a_bundle(tmp_path: Path, capsys) -> None:
+    code = main(["hailo-prepare", str(tmp_path), "--calib", "synthetic", "--arch", "hailo8l", "--out",
+                 str(tmp_path / "kit")])
+    assert code == 2
+    assert "not a deploy bundle" in capsys.readouterr().err
+
+
+def test_cli_writes_a_kit_from_synthetic_calibration(hailo_bundle: Path, tmp_path: Path, capsys) -> None:
+    code = main(["hailo-prepare", str(hailo_bundle), "--calib", "synthetic", "--arch", "hailo8", "--out",
+                 str(tmp_path / "kit"), "--calib-size", "2", "--optimization-level", "0"])
+    assert code == 0
+    assert "bash " in capsys.readouterr().out
+    assert "optimization_level=0" in (tmp_path / "kit/models/backbone_48x64/model.alls").read_text()
+    assert 'ARCH="hailo8"' in (tmp_path / "kit/hailo_compile.sh").read_text()
+
+
+def test_cli_calibrates_on_recorded_npz_observations(hailo_bundle: Path, tmp_path: Path) -> None:
+    artifacts = load_bundle(hailo_bundle)
+    recorded = tmp_path / "recorded"
+    recorded.mkdir()
+    observations = hailo_testing.calibration(artifacts, 2, seed=9)
+    for i, obs in enumerate(observations):
+        np.savez(recorded / f"obs_{i}.npz", **obs)
+    code = main(["hailo-prepare", str(hailo_bundle), "--calib", str(recorded), "--arch", "hailo8l", "--out",
+                 str(tmp_path / "kit"), "--calib-size", "2"])
+    assert code == 0
+    calib = np.load(tmp_path / "kit/models/backbone_48x64/calib.npy")
+    np.testing.assert_array_equal(calib, np.stack([o["observation.images.wrist"] for o in observations]))

@@ -1,0 +1,136 @@
+"""Calibration sources and static INT8 quantization (act-policy quantize)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from bundle_helpers import CALIBRATION_SAMPLES, make_bundle, tiny_policy_artifacts
+
+from act_policy import load_policy
+from act_policy.core.synthetic import synthetic_observations
+from act_policy.export.bundle import INT8_GRAPH, POLICY_FILE
+from act_policy.export.calibration import CalibrationError, calibration_observations, npz_observations
+from act_policy.export.fidelity import compare, held_out_observations
+from act_policy.export.quantize import quantize_bundle
+
+SPEC = tiny_policy_artifacts().spec
+CAMERA = SPEC.cameras[0].name
+STATE = SPEC.state.name
+
+
+def recorded(count: int, offset: int = 0) -> list[dict[str, np.ndarray]]:
+    """Observations whose state encodes their index, so tests can tell which were chosen."""
+    artifacts = tiny_policy_artifacts()
+    frames = list(synthetic_observations(SPEC, artifacts.input_stats, count))
+    return [{CAMERA: f[CAMERA], STATE: np.full(6, offset + i, np.float32)} for i, f in enumerate(frames)]
+
+
+def write_episode(path: Path, observations: list[dict[str, np.ndarray]]) -> None:
+    np.savez(path, **{k: np.stack([o[k] for o in observations]) for k in observations[0]},
+             action=np.zeros((len(observations), 6), np.float32))
+
+
+@pytest.fixture(scope="module")
+def quantized(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_bundle(tmp_path_factory.mktemp("quantize") / "bundle", quantized=True)
+
+
+def test_per_observation_files_are_read_in_name_order(tmp_path: Path) -> None:
+    for i, obs in enumerate(recorded(3)):
+        np.savez(tmp_path / f"obs_{i:03d}.npz", **obs)
+    states = [o[STATE][0] for o in npz_observations(tmp_path, SPEC, 3)]
+    assert states == [0, 1, 2]
+
+
+def test_episodes_are_sampled_evenly_across_all_files(tmp_path: Path) -> None:
+    for e in range(3):
+        write_episode(tmp_path / f"episode_{e}.npz", recorded(5, offset=5 * e))
+    chosen = [o[STATE][0] for o in npz_observations(tmp_path, SPEC, 4)]
+    assert chosen == [0, 5, 9, 14]  # round(linspace(0, 14, 4))
+    first = next(iter(npz_observations(tmp_path, SPEC, 4)))
+    assert first[CAMERA].shape == (64, 80, 3) and first[CAMERA].dtype == np.uint8
+
+
+def test_renamed_keys_from_the_checkpoint_rename_map_are_accepted(tmp_path: Path) -> None:
+    import dataclasses
+
+    spec = dataclasses.replace(SPEC, rename_map={"observation.images.cam0": CAMERA})
+    obs = recorded(1)[0]
+    np.savez(tmp_path / "a.npz", **{"observation.images.cam0": obs[CAMERA], STATE: obs[STATE]})
+    assert len(list(npz_observations(tmp_path, spec, 1))) == 1
+
+
+def test_too_few_observations_is_an_error_not_a_smaller_calibration(tmp_path: Path) -> None:
+    write_episode(tmp_path / "episode.npz", recorded(5))
+    with pytest.raises(CalibrationError, match=r"5 observations in 1 \.npz files, but 6 calibration samples"):
+        list(npz_observations(tmp_path, SPEC, 6))
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda o: {**o, CAMERA: o[CAMERA][:32]}, r"'observation.images.front' has shape \(32, 80, 3\), expected"),
+    (lambda o: {**o, CAMERA: o[CAMERA].astype(np.float32)},
+     "'observation.images.front' has dtype float32, expected uint8 RGB"),
+    (lambda o: {STATE: o[STATE]}, r"missing keys \['observation.images.front'\]"),
+    (lambda o: {**o, STATE: np.zeros(7, np.float32)}, r"'observation.state' has shape \(7,\)"),
+])
+def test_malformed_files_are_named_with_the_offending_key(tmp_path: Path, change, message: str) -> None:
+    np.savez(tmp_path / "bad.npz", **change(recorded(1)[0]))
+    with pytest.raises(CalibrationError, match=rf"bad.npz: {message}"):
+        list(npz_observations(tmp_path, SPEC, 1))
+
+
+def test_episode_keys_must_agree_on_length(tmp_path: Path) -> None:
+    obs = recorded(3)
+    np.savez(tmp_path / "ep.npz", **{CAMERA: np.stack([o[CAMERA] for o in obs]),
+                                     STATE: np.stack([o[STATE] for o in obs[:2]])})
+    with pytest.raises(CalibrationError, match="disagree on the number of observations"):
+        list(npz_observations(tmp_path, SPEC, 1))
+
+
+def test_source_must_be_a_folder_or_synthetic(tmp_path: Path) -> None:
+    with pytest.raises(CalibrationError, match=r"must be a folder of \.npz files or 'synthetic'"):
+        calibration_observations(tmp_path / "nope", SPEC, {}, 4)
+
+
+def test_synthetic_calibration_warns_loudly(caplog: pytest.LogCaptureFixture) -> None:
+    artifacts = tiny_policy_artifacts()
+    observations = list(calibration_observations("synthetic", SPEC, artifacts.input_stats, 2))
+    assert len(observations) == 2
+    assert "SYNTHETIC" in caplog.text
+
+
+def test_quantize_records_what_it_did_and_int8_stays_close_to_float(quantized: Path) -> None:
+    record = json.loads((quantized / POLICY_FILE).read_text())["quantization"]
+    assert record["calibration_samples"] == CALIBRATION_SAMPLES
+    assert record["calibration_source"] == "synthetic"
+    assert record["activation_type"] == "u8"
+    assert INT8_GRAPH in json.loads((quantized / POLICY_FILE).read_text())["files"]
+    reference = load_policy(quantized, backend="cpu_fp32", num_threads=1)
+    int8 = load_policy(quantized, backend="cpu_int8", num_threads=1)
+    held_out = held_out_observations(reference.artifacts, 4)
+    errors = compare([reference.predict_chunk(o) for o in held_out], [int8.predict_chunk(o) for o in held_out],
+                     reference.artifacts)
+    assert 0 < errors["rel_l2"] < 0.10  # loose: a tiny random model on 8 samples; the real bar is benchmarked
+
+
+def test_quantize_from_recorded_observations_with_too_few_samples_fails(quantized: Path, tmp_path: Path) -> None:
+    bundle = Path(shutil.copytree(quantized, tmp_path / "bundle"))
+    write_episode(tmp_path / "episode.npz", recorded(3))
+    with pytest.raises(CalibrationError, match="but 4 calibration samples were requested"):
+        quantize_bundle(bundle, tmp_path, 4, progress=lambda _: None)
+
+
+def test_quantize_from_recorded_observations(quantized: Path, tmp_path: Path) -> None:
+    bundle = Path(shutil.copytree(quantized, tmp_path / "bundle"))
+    (bundle / INT8_GRAPH).unlink()
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    write_episode(calib / "episode.npz", recorded(4))
+    record = quantize_bundle(bundle, calib, 4, progress=lambda _: None, activation_type="s8")
+    assert record["calibration_source"] == str(calib) and record["activation_type"] == "s8"
+    policy = load_policy(bundle, backend="cpu_int8", num_threads=1)
+    assert policy.predict_chunk(recorded(1)[0]).shape == (SPEC.config.chunk_size, 6)

@@ -1,0 +1,154 @@
+"""Assembling the runtime from parameters + a tiny policy; recording; health levels."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import numpy as np
+import pytest
+from conftest import tiny_spec
+
+from act_policy.backends import create_backend
+from act_policy.core.config import ENV_STATE_KEY, STATE_KEY, Feature, FeatureType
+from act_policy.core.policy import Policy
+from act_policy.core.synthetic import demo_artifacts
+from act_policy.runtime.health import Level, assess
+from act_policy.runtime.observations import RawImage
+from act_policy.runtime.parameters import ParameterError
+from act_policy.runtime.recorder import ObservationRecorder
+from act_policy.runtime.session import build_runtime, load_node_policy
+
+JOINTS = [f"joint{i}" for i in range(6)]
+CAM = "observation.images.front"
+
+
+@pytest.fixture(scope="module")
+def shared_backend():
+    """Built once per module: the tiny torch backend is stateless between calls and close() is a no-op."""
+    artifacts = demo_artifacts(tiny_spec(), seed=7)
+    return artifacts, create_backend("cpu_fp32", artifacts)
+
+
+@pytest.fixture
+def policy(shared_backend):
+    return Policy(*shared_backend)
+
+
+def params(**overrides):
+    values = {"model_path": "unused", "joint_names": JOINTS, "camera_topics": ["front=/cam/image_raw"]}
+    values.update(overrides)
+    return values
+
+
+def test_runtime_is_wired_from_parameters_and_the_policy(policy):
+    rt = build_runtime(params(joint_scale=[2.0] * 6, n_action_steps=4), policy)
+    try:
+        assert rt.camera_topics == {CAM: "/cam/image_raw"}
+        assert rt.cache.image_sizes == {CAM: (64, 80)}
+        assert rt.loop.schedule.refill_threshold == 2
+        assert rt.loop.units.to_policy(np.ones(6)).tolist() == [2.0] * 6
+    finally:
+        rt.close()
+
+
+def test_configuration_errors_name_the_parameter(policy):
+    with pytest.raises(ParameterError, match="joint_names: the policy has 6 action dimensions, got 2"):
+        build_runtime(params(joint_names=["a", "b"]), policy)
+    with pytest.raises(ParameterError, match="n_action_steps: expected at most chunk_size=10"):
+        build_runtime(params(n_action_steps=11), policy)
+    with pytest.raises(ParameterError, match="model_path: expected a LeRobot pretrained_model folder"):
+        load_node_policy(params(model_path=""))
+
+
+def test_policies_needing_environment_state_are_refused():
+    spec = tiny_spec()
+    spec = dataclasses.replace(spec, inputs=(*spec.inputs, Feature(ENV_STATE_KEY, FeatureType.ENV, (3,))))
+    artifacts = demo_artifacts(spec, seed=1)
+    p = Policy(artifacts, create_backend("cpu_fp32", artifacts))
+    with pytest.raises(ParameterError, match=r"observation\.environment_state"):
+        build_runtime(params(), p)
+
+
+def test_live_changes_are_atomic_including_the_recording_directory(policy, tmp_path):
+    rt = build_runtime(params(), policy)
+    try:
+        blocker = tmp_path / "file"
+        blocker.write_text("x")
+        with pytest.raises(ParameterError, match="record_dir: cannot create"):
+            rt.apply({"control_rate_hz": 10, "record_dir": str(blocker / "sub")})
+        assert rt.settings["control_rate_hz"] == 30.0 and rt.recorder.directory is None
+        rt.apply({"control_rate_hz": 10, "record_dir": str(tmp_path / "rec")})
+        assert rt.settings["control_rate_hz"] == 10.0 and rt.recorder.directory == tmp_path / "rec"
+    finally:
+        rt.close()
+
+
+def test_end_to_end_through_the_runtime_records_calibration_samples(policy, tmp_path):
+    # sync mode: no action is skipped however slow this machine is, so the test does not depend on timing
+    rt = build_runtime(params(record_dir=str(tmp_path), record_max_samples=2, schedule_mode="sync"), policy)
+    rt.loop.set_active(True)
+    frame = np.arange(64 * 80 * 3, dtype=np.uint64).astype(np.uint8).reshape(64, 80, 3)
+    try:
+        sent = 0
+        for _ in range(400):
+            rt.cache.update_image(CAM, RawImage("bgr8", frame[..., ::-1].tobytes(), 64, 80, 240))
+            rt.cache.update_joints(JOINTS[::-1], [0.1] * 6)
+            result = rt.tick()
+            sent += result.command is not None and result.hold is None
+            if sent >= 5 and rt.recorder.written >= 2:
+                break
+            time.sleep(0.002)  # the worker infers in parallel; no timing is asserted
+        rt.recorder.flush()
+    finally:
+        rt.close()
+    assert sent >= 5
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files == ["obs_000000.npz", "obs_000001.npz"]
+    with np.load(tmp_path / files[0]) as sample:
+        assert set(sample.files) == {STATE_KEY, CAM}
+        assert np.array_equal(sample[CAM], frame)  # bgr8 in, RGB recorded at the trained size
+        assert sample[STATE_KEY].dtype == np.float32 and np.allclose(sample[STATE_KEY], 0.1)
+    from act_policy.export.calibration import npz_observations  # the reader of `act-policy quantize --calib`
+
+    read_back = list(npz_observations(tmp_path, policy.spec, 2))
+    assert len(read_back) == 2 and np.array_equal(read_back[0][CAM], frame)
+    report = assess(rt.loop, rt.monitor, backend="cpu_fp32", control_rate_hz=30.0)
+    assert dict(report.values)["commands sent"] == str(rt.loop.counters.commands)
+
+
+def test_recorder_keeps_every_nth_sample_continues_numbering_and_stops_at_the_maximum(tmp_path):
+    (tmp_path / "obs_000041.npz").write_bytes(b"")
+    rec = ObservationRecorder()
+    try:
+        rec.configure(str(tmp_path), every_n=2, max_samples=2)
+        for i in range(10):
+            rec({STATE_KEY: np.full(2, i, np.float32)})
+        rec.flush()
+    finally:
+        rec.close()
+    written = sorted(p.name for p in tmp_path.iterdir() if p.name != "obs_000041.npz")
+    assert written == ["obs_000042.npz", "obs_000043.npz"]
+    assert [float(np.load(tmp_path / n)[STATE_KEY][0]) for n in written] == [0.0, 2.0]
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_health_levels(policy):
+    rt = build_runtime(params(), policy)
+    try:
+        rt.tick()
+        assert assess(rt.loop, rt.monitor, backend="x", control_rate_hz=30).level is Level.OK  # inactive
+        rt.loop.set_active(True)
+        rt.tick()
+        report = rt.report()
+        assert report.level is Level.WARN and "waiting for the first observations" in report.message
+        assert ("age joint_states (ms)", "never received") in report.values
+        rt.cache.update_joints(JOINTS, [0.0] * 6)
+        rt.cache.update_image(CAM, RawImage("rgb8", bytes(64 * 80 * 3), 64, 80, 240))
+        rt.loop.guard.last_command = np.zeros(6)
+        rt.loop.update_settings(dataclasses.replace(rt.loop.settings, max_joint_age_ms=1e-9))
+        rt.tick()
+        report = rt.report()
+        assert report.level is Level.ERROR and "holding: observation too old (joint_states" in report.message
+    finally:
+        rt.close()
