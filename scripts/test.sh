@@ -17,12 +17,18 @@ python3 -m venv .venv
 .venv/bin/pip install --quiet --disable-pip-version-check -e '.[onnx,replay,test]'
 
 .venv/bin/ruff check .
+log=$(mktemp)
 set +e
-.venv/bin/python -m pytest test -q -p no:cacheprovider "$@"
-status=$?
+.venv/bin/python -m pytest test -q -p no:cacheprovider -rs "$@" | tee "$log"
+status=${PIPESTATUS[0]}
 set -e
 if [ "$status" -eq 5 ]; then
   echo "pytest collected no tests: failing on purpose" >&2
+  exit 1
+fi
+# Everything above installs every optional dependency, so a skipped test means an install broke.
+if [ "$status" -eq 0 ] && grep -q "^SKIPPED" "$log"; then
+  echo "some tests were skipped although every dependency should be installed: failing" >&2
   exit 1
 fi
 exit "$status"
