@@ -19,7 +19,7 @@ python3 -m venv .venv
 .venv/bin/ruff check .
 log=$(mktemp)
 set +e
-.venv/bin/python -m pytest test -q -p no:cacheprovider -rs "$@" | tee "$log"
+.venv/bin/python -m pytest test -q -p no:cacheprovider -rfEs "$@" | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 if [ "$status" -eq 5 ]; then

@@ -78,6 +78,20 @@ def hailo_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _SESSION["bundle"]
 
 
+@pytest.fixture(scope="session")
+def quantized_hailo_bundle(hailo_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``hailo_bundle`` (same HEFs) after ``act-policy quantize``: it also has ``head_int8.onnx``."""
+    if "quantized" not in _SESSION:
+        import shutil
+
+        from act_policy.export.quantize import quantize_bundle
+
+        bundle = Path(shutil.copytree(hailo_bundle, tmp_path_factory.mktemp("hailo_int8") / "bundle"))
+        quantize_bundle(bundle, None, 8, progress=lambda _: None)
+        _SESSION["quantized"] = bundle
+    return _SESSION["quantized"]
+
+
 def _compiled_bundle(root: Path) -> Path:
     import shutil
 

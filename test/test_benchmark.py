@@ -5,11 +5,18 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import hailo_testing
 import pytest
 from bundle_helpers import make_bundle, tiny_policy_artifacts
 
-from act_policy.tools.benchmark import count_macs
+from act_policy.backends.torch_fp32 import build_prepared_model
+from act_policy.core.macs import count_macs
 from act_policy.tools.cli import main
+
+hailort = hailo_testing.hailort  # fixtures, bound here so pytest finds them
+hailo_bundle = hailo_testing.hailo_bundle
+quantized_hailo_bundle = hailo_testing.quantized_hailo_bundle
+LATENCY_COLUMNS = ("p50 ms", "p95 ms", "p99 ms", "speedup", "GMAC/s")
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +53,49 @@ def test_unknown_backend_is_refused(bundle: Path, capsys: pytest.CaptureFixture)
     assert "unknown backend(s) ['gpu_magic']" in capsys.readouterr().err
 
 
-def test_macs_are_counted_on_the_prepared_network() -> None:
-    artifacts = tiny_policy_artifacts()
+def test_macs_are_counted_on_the_deployed_network_without_its_precomputed_work() -> None:
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = build_prepared_model(tiny_policy_artifacts()).requires_grad_(False)
+    images, state = [torch.zeros(1, 3, 64, 80)], torch.zeros(1, 6)
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model.forward_reference(images, state)
+    reference_macs = counter.get_total_flops() // 2
     stem = 64 * 3 * 7 * 7 * 32 * 40  # ResNet's first 7x7 conv alone, 64x80 input → 32x40 output
-    decoder_ff = 2 * 10 * 32 * 64  # chunk x dim x ff, two layers
-    assert count_macs(artifacts) > stem + decoder_ff
+    assert stem < count_macs(model) < reference_macs
+
+
+def table_rows(printed: str) -> dict[str, dict[str, str]]:
+    """The printed markdown table as {row label: {column: cell}}."""
+    lines = [line for line in printed.splitlines() if line.startswith("| ")]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    rows = [dict(zip(header, (c.strip() for c in line.strip("|").split("|")), strict=True)) for line in lines[1:]]
+    return {row["backend"]: row for row in rows}
+
+
+def test_an_emulated_backend_gets_fidelity_but_no_latency_figure(hailort, quantized_hailo_bundle: Path, tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "report.json"
+    assert main(["benchmark", str(quantized_hailo_bundle), "--backends", "hailo,onnx_fp32", "--runs", "2",
+                 "--warmup", "0", "--threads", "1", "--held-out", "2", "--json", str(out)]) == 0
+    rows = table_rows(capsys.readouterr().out)
+    assert set(rows) == {"cpu_fp32", "hailo (emulated)", "onnx_fp32"}
+    assert [rows["hailo (emulated)"][c] for c in LATENCY_COLUMNS] == ["emulated"] * len(LATENCY_COLUMNS)
+    assert all(rows["onnx_fp32"][c] != "emulated" for c in LATENCY_COLUMNS)
+    assert rows["hailo (emulated)"]["rel L2"].endswith(" %")
+    report = json.loads(out.read_text())["backends"]
+    hailo = report["hailo"]
+    assert hailo["emulated"] is True and hailo["runs"] == 0 and hailo["head"] == "int8"
+    assert all(hailo[k] is None for k in ("p50_ms", "p95_ms", "p99_ms", "mean_ms", "gmac_per_s",
+                                          "speedup_vs_cpu_fp32"))
+    assert 0 < hailo["fidelity"]["rel_l2"] < 0.10
+    assert report["onnx_fp32"]["emulated"] is False and report["onnx_fp32"]["p50_ms"] > 0
+
+
+def test_backend_options_reach_the_named_backend(hailort, quantized_hailo_bundle: Path, tmp_path: Path) -> None:
+    out = tmp_path / "report.json"
+    assert main(["benchmark", str(quantized_hailo_bundle), "--backends", "hailo", "--runs", "1", "--warmup", "0",
+                 "--threads", "1", "--held-out", "1", "--json", str(out), "--backend-option", "hailo.head=fp32"]) == 0
+    assert json.loads(out.read_text())["backends"]["hailo"]["head"] == "fp32"

@@ -108,7 +108,7 @@ def test_weights_from_a_pth_state_dict_load_without_unpickling_objects(tmp_path:
         def __reduce__(self):
             return (print, ("unpickled!",))
 
-    (tiny_checkpoint / "model.pth").write_bytes(pickle.dumps({"model.x": Payload()}))
+    (tiny_checkpoint / "model.pth").write_bytes(pickle.dumps({"model.x": Payload()}, protocol=2))
     with pytest.raises(CheckpointError, match=r"model.pth: cannot load as a plain state dict"):
         load_lerobot_checkpoint(tiny_checkpoint)
 

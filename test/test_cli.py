@@ -33,3 +33,17 @@ def test_info_reports_features_and_measured_macs(tiny_checkpoint: Path, capsys) 
 def test_errors_are_reported_without_a_traceback(tmp_path: Path, capsys) -> None:
     assert main(["info", str(tmp_path / "nowhere")]) == 2
     assert "act-policy info: error:" in capsys.readouterr().err
+
+
+def test_demo_exports_the_embedded_policy_for_backends_that_run_a_bundle(monkeypatch, capsys) -> None:
+    from conftest import tiny_spec
+
+    import act_policy.export as export
+    from act_policy.core.synthetic import demo_artifacts
+
+    monkeypatch.setattr(export, "demo_artifacts", lambda seed=0: demo_artifacts(tiny_spec(), seed))
+    assert main(["demo", "--backend", "onnx_fp32", "--duration", "0.3", "--n-action-steps", "5",
+                 "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "exporting the demo policy for onnx_fp32" in out
+    assert re.search(r"^inference\s+\d+", out, re.M)

@@ -152,5 +152,5 @@ def test_a_recording_gap_longer_than_max_age_is_an_error(tmp_path: Path) -> None
 
 
 def test_unsupported_image_encoding_names_topic_and_encoding(tmp_path: Path) -> None:
-    with pytest.raises(DatasetError, match=r"/cam/image_raw message 0: image encoding 'yuv422' not supported"):
-        read_episode(build_bag(tmp_path, image_kind="yuv422"), 0, tiny_spec(), options())
+    with pytest.raises(DatasetError, match=r"/cam/image_raw message 0: unsupported image encoding '16UC1'"):
+        read_episode(build_bag(tmp_path, image_kind="16UC1"), 0, tiny_spec(), options())

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from act_policy.backends import BackendOptions, create_backend
-from act_policy.core.errors import BackendError
+from act_policy.core.errors import BackendError, CheckpointError
 from act_policy.core.policy import Policy
 from act_policy.core.synthetic import synthetic_observations
 from act_policy.export import load_bundle
@@ -27,6 +27,7 @@ from act_policy.hailo.layout import PixelNormalization
 
 hailort = hailo_testing.hailort  # fixtures, bound here so pytest finds them
 hailo_bundle = hailo_testing.hailo_bundle
+quantized_hailo_bundle = hailo_testing.quantized_hailo_bundle
 
 
 def policy(bundle: Path, backend: str = "hailo", **extra) -> Policy:
@@ -266,3 +267,32 @@ def test_8bit_inside_emulation_costs_more_accuracy_than_io_only(hailort, hailo_b
     inside = relative_errors(reference, policy(hailo_bundle, hef=hefs))
     assert max(inside) < 0.10, inside
     assert np.mean(inside) > np.mean(io_only), (inside, io_only)
+
+
+def test_hybrid_runs_the_int8_head_by_default_once_the_bundle_has_one(hailort, quantized_hailo_bundle: Path) -> None:
+    reference = policy(quantized_hailo_bundle, "cpu_fp32")
+    int8, fp32 = policy(quantized_hailo_bundle), policy(quantized_hailo_bundle, head="fp32")
+    assert int8.describe()["head"] == "int8" and fp32.describe()["head"] == "fp32"
+    assert int8.describe()["emulated"] is True
+    int8_errors, fp32_errors = relative_errors(reference, int8), relative_errors(reference, fp32)
+    assert max(int8_errors) < 0.10, int8_errors  # loose: tiny random model, 8 synthetic calibration frames
+    assert int8_errors != fp32_errors  # the INT8 head really ran
+    for p in (int8, fp32):
+        p.close()
+
+
+def test_without_an_int8_head_hybrid_runs_fp32_and_says_so(hailort, hailo_bundle: Path, caplog) -> None:
+    with caplog.at_level(logging.INFO, logger="act_policy.backends.hailo"):
+        npu = policy(hailo_bundle)
+    assert npu.describe()["head"] == "fp32"
+    assert "no head_int8.onnx in the bundle, running the float32 head" in caplog.text
+    npu.close()
+    with pytest.raises(CheckpointError, match=r"bundle has no 'head_int8.onnx' \(run `act-policy quantize`"):
+        policy(hailo_bundle, head="int8")
+
+
+def test_head_option_values_are_checked(hailort, hailo_bundle: Path) -> None:
+    with pytest.raises(BackendError, match=r"head 'int4'; expected one of \('int8', 'fp32'\)"):
+        policy(hailo_bundle, head="int4")
+    with pytest.raises(BackendError, match="option head applies to mode=hybrid only"):
+        policy(hailo_bundle, mode="full", head="fp32")

@@ -12,7 +12,7 @@ from bundle_helpers import CALIBRATION_SAMPLES, make_bundle, tiny_policy_artifac
 
 from act_policy import load_policy
 from act_policy.core.synthetic import synthetic_observations
-from act_policy.export.bundle import INT8_GRAPH, POLICY_FILE
+from act_policy.export.bundle import HEAD_GRAPH, HEAD_INT8_GRAPH, INT8_GRAPH, POLICY_FILE, sha256_file
 from act_policy.export.calibration import CalibrationError, calibration_observations, npz_observations
 from act_policy.export.fidelity import compare, held_out_observations
 from act_policy.export.quantize import quantize_bundle
@@ -134,3 +134,39 @@ def test_quantize_from_recorded_observations(quantized: Path, tmp_path: Path) ->
     assert record["calibration_source"] == str(calib) and record["activation_type"] == "s8"
     policy = load_policy(bundle, backend="cpu_int8", num_threads=1)
     assert policy.predict_chunk(recorded(1)[0]).shape == (SPEC.config.chunk_size, 6)
+
+
+def test_quantize_also_writes_an_int8_head_listed_with_its_sha256(quantized: Path) -> None:
+    import onnx
+
+    document = json.loads((quantized / POLICY_FILE).read_text())
+    assert document["files"][HEAD_INT8_GRAPH] == sha256_file(quantized / HEAD_INT8_GRAPH)
+    assert document["quantization"]["head"]["graph"] == HEAD_INT8_GRAPH
+    head, head_int8 = (onnx.load(str(quantized / name)) for name in (HEAD_GRAPH, HEAD_INT8_GRAPH))
+    assert [i.name for i in head_int8.graph.input] == [i.name for i in head.graph.input]
+    assert any(n.op_type == "QuantizeLinear" for n in head_int8.graph.node)
+    kept = set(document["quantization"]["head"]["float_nodes"])
+    assert any("action_head" in name for name in kept)  # the same float policy as act_int8.onnx
+
+
+def test_int8_head_is_as_accurate_on_backbone_features_as_the_int8_whole_network(quantized: Path) -> None:
+    """Calibrated on its real inputs, the head alone loses no more than act_int8.onnx does end to end."""
+    import onnxruntime as ort
+
+    reference = load_policy(quantized, backend="cpu_fp32", num_threads=1)
+    graphs = json.loads((quantized / POLICY_FILE).read_text())["graphs"]
+    backbone = ort.InferenceSession(str(quantized / graphs["backbones"][CAMERA]))
+    sessions = {name: ort.InferenceSession(str(quantized / name))
+                for name in (HEAD_GRAPH, HEAD_INT8_GRAPH, graphs["fp32"], INT8_GRAPH)}
+    head_errors, whole_errors = [], []
+    for obs in held_out_observations(reference.artifacts, 4):
+        inputs = reference.preprocess(obs)
+        head_feed = dict(zip(graphs["head_inputs"], [backbone.run(None, {"image": inputs.images[0]})[0],
+                                                     inputs.state], strict=True))
+        whole_feed = dict(zip(graphs["inputs"], [inputs.images[0], inputs.state], strict=True))
+        for errors, feed, (fp32, int8) in ((head_errors, head_feed, (HEAD_GRAPH, HEAD_INT8_GRAPH)),
+                                           (whole_errors, whole_feed, (graphs["fp32"], INT8_GRAPH))):
+            a, b = (sessions[name].run(None, feed)[0] for name in (fp32, int8))
+            errors.append(float(np.linalg.norm(b - a) / np.linalg.norm(a)))
+    # normalized actions of a tiny random model: both around 14 %; a head calibrated on the wrong ranges is far off
+    assert 0 < np.mean(head_errors) < 1.25 * np.mean(whole_errors), (head_errors, whole_errors)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +34,24 @@ class OffsetBackend(TorchFP32Backend):
 def offset_backend(monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setitem(BACKENDS, "offset_fp32", f"{__name__}:OffsetBackend")
     return "offset_fp32"
+
+
+class EmulatedBackend(OffsetBackend):
+    """Says what the hailo backend says on the fake HailoRT: its timings are not a device's. Shows its extra."""
+
+    name = "emulated_npu"
+
+    def describe(self):
+        return {**super().describe(), "emulated": True, "extra": dict(self.options.extra)}
+
+
+@pytest.fixture
+def emulated_backend(monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setitem(BACKENDS, "emulated_npu", f"{__name__}:EmulatedBackend")
+    return "emulated_npu"
+
+
+NUMBER = re.compile(r"\d")
 
 
 def synthetic_episode(artifacts, steps: int = 14, actions: np.ndarray | None = None) -> Episode:
@@ -225,3 +244,48 @@ def test_cli_replays_a_rosbag_with_topic_options(tiny_checkpoint: Path, tmp_path
     recorded = report["backends"]["cpu_fp32"]["error_vs_recorded"]["per_joint"]
     np.testing.assert_allclose([recorded[j]["mean"] for j in joints], expected.mean, rtol=1e-5)
     assert report["backends"]["cpu_fp32"]["control_rate"]["rate_hz"] == 10.0
+
+
+def test_an_emulated_backend_gets_action_errors_but_no_latency_or_rate_verdict(tiny_checkpoint: Path,
+                                                                              emulated_backend: str) -> None:
+    artifacts = load_artifacts(tiny_checkpoint)
+    result = replay(artifacts, synthetic_episode(artifacts, steps=8), [emulated_backend], latency_samples=5,
+                    num_threads=1)
+    reference, emulated = result.runs
+    assert emulated.emulated and emulated.rate is None and emulated.total_ms.size == 0
+    assert not reference.emulated and reference.total_ms.size == 5  # the real backend is still timed
+    expected = np.abs(OFFSET_NORMALIZED) * artifacts.action_stats["action"]["std"]
+    np.testing.assert_allclose(emulated.vs_reference.mean, expected, rtol=1e-4, atol=1e-4)
+    report = json.loads(json.dumps(result.as_dict()))["backends"][emulated_backend]
+    assert report["emulated"] is True
+    assert report["latency_ms"] is None and report["inference_only_ms"] is None and report["control_rate"] is None
+    assert report["error_vs_cpu_fp32"]["max"] > 0
+
+
+def test_no_latency_number_is_printed_or_plotted_for_an_emulated_backend(tiny_checkpoint: Path, emulated_backend: str,
+                                                                         tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    from act_policy.evaluation.plots import write_report
+    from act_policy.tools.replay import console_table
+
+    artifacts = load_artifacts(tiny_checkpoint)
+    result = replay(artifacts, synthetic_episode(artifacts, steps=8), [emulated_backend], latency_samples=0,
+                    num_threads=1)
+    _header, fp32_line, emulated_line = console_table(result)
+    assert emulated_line.split()[:2] == [emulated_backend, "-"]  # no recorded actions
+    after_errors = emulated_line.split(maxsplit=3)[3]  # what follows name, vs recorded, vs cpu_fp32
+    assert after_errors.startswith("emulated") and not NUMBER.search(after_errors), emulated_line
+    assert " met at " in fp32_line or "MISSED" in fp32_line
+    text = write_report(result, tmp_path / "out").read_text()
+    row = next(line for line in text.splitlines() if line.startswith(f"| {emulated_backend} |"))
+    latency_cells = row.strip("|").split("|")[3:]
+    assert [c.strip() for c in latency_cells] == ["emulated"] * 4, row
+    assert "met at" in next(line for line in text.splitlines() if line.startswith("| cpu_fp32 |"))
+
+
+def test_backend_options_reach_only_the_backend_they_name(tiny_checkpoint: Path, emulated_backend: str) -> None:
+    artifacts = load_artifacts(tiny_checkpoint)
+    result = replay(artifacts, synthetic_episode(artifacts, steps=4), [emulated_backend], latency_samples=0,
+                    num_threads=1, backend_options={emulated_backend: {"head": "int8"}})
+    assert result.run(emulated_backend).description["extra"] == {"head": "int8"}
+    assert "extra" not in result.run("cpu_fp32").description

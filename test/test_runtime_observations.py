@@ -59,12 +59,32 @@ def test_inconsistent_or_unsupported_images_name_the_topic():
         decode_image(RawImage("16UC1", b"\0" * 40, 4, 5, 10), "/front")
 
 
-def test_encodings_needing_opencv_fail_clearly_without_it(monkeypatch):
+def test_8uc1_is_read_as_mono():
+    gray = RGB[..., 1]
+    assert np.array_equal(decode_image(raw("8UC1", gray[..., None]), "/c"), np.repeat(gray[..., None], 3, axis=2))
+
+
+def test_encodings_needing_a_codec_fail_clearly_without_one(monkeypatch):
     monkeypatch.setitem(sys.modules, "cv2", None)  # makes `import cv2` raise ImportError
     with pytest.raises(ObservationError, match="/cam: encoding 'yuv422_yuy2' needs OpenCV"):
         decode_image(RawImage("yuv422_yuy2", b"\0" * 40, 4, 5, 10), "/cam")
-    with pytest.raises(ObservationError, match="/cam/compressed: compressed image format 'jpeg' needs OpenCV"):
+    monkeypatch.setitem(sys.modules, "av", None)
+    with pytest.raises(ObservationError, match=r"/cam/compressed: compressed image format 'jpeg' needs OpenCV .* or "
+                                               r"PyAV"):
         decode_image(RawImage("jpeg", b"\xff\xd8", compressed=True), "/cam/compressed")
+
+
+def test_compressed_images_decode_with_pyav_when_opencv_is_missing(monkeypatch):
+    pytest.importorskip("av")
+    from dataset_layout import encode_png
+
+    monkeypatch.setitem(sys.modules, "cv2", None)
+    assert np.array_equal(decode_image(RawImage("png", encode_png(RGB), compressed=True), "/cam/compressed"), RGB)
+    with pytest.raises(ObservationError, match=r"/cam/compressed: compressed image \(format 'tiff'\) is neither "
+                                               r"PNG nor JPEG"):
+        decode_image(RawImage("tiff", b"II*\0" + bytes(20), compressed=True), "/cam/compressed")
+    with pytest.raises(ObservationError, match="/cam/compressed: could not decode compressed image"):
+        decode_image(RawImage("jpeg", b"\xff\xd8" + bytes(20), compressed=True), "/cam/compressed")
 
 
 def test_wrong_resolution_is_refused_unless_resizing_is_allowed():

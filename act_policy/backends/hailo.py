@@ -3,9 +3,11 @@
 Modes (``BackendOptions.extra["mode"]``):
 
 * ``hybrid`` (default): each camera's ResNet backbone runs on the NPU from a backbone HEF compiled
-  with the kit (``act-policy hailo-prepare``); the transformer head runs on the CPU from the
-  bundle's ``head.onnx`` with onnxruntime. Convolutions are what the NPU does best, and a
-  LayerNorm/attention graph that the Dataflow Compiler cannot parse never blocks deployment.
+  with the kit (``act-policy hailo-prepare``); the transformer head runs on the CPU with
+  onnxruntime, from the bundle's ``head_int8.onnx`` (written by ``act-policy quantize``) or
+  ``head.onnx`` (option ``head``: ``int8`` or ``fp32``; default int8 when the bundle has it).
+  Convolutions are what the NPU does best, and a LayerNorm/attention graph that the Dataflow
+  Compiler cannot parse never blocks deployment.
 * ``full``: the whole network from one HEF (``act_full.hef``), for users whose DFC compiled it.
 
 Other options (all in ``extra``): ``hef`` (a path, or ``{backbone group, camera name or
@@ -41,7 +43,8 @@ log = logging.getLogger(__name__)
 
 MIN_HAILORT = (4, 18)
 MODES = ("hybrid", "full")
-OPTIONS = {"mode", "hef", "timeout_ms", "output_format", "group_id", "multi_process", "fallback_backend"}
+OPTIONS = {"mode", "hef", "head", "timeout_ms", "output_format", "group_id", "multi_process", "fallback_backend"}
+HEADS = ("int8", "fp32")
 # The HEF's input range must cover camera pixels; a HEF compiled without on-chip normalization
 # (calibrated on normalized values) can represent only a few units and is rejected.
 MIN_PIXEL_RANGE = 200.0
@@ -55,6 +58,7 @@ class NpuUnavailable(BackendError):
 class HailoSettings:
     mode: str = "hybrid"
     hef: str | Mapping[str, str] | None = None
+    head: str | None = None  # hybrid only; None: int8 when the bundle has head_int8.onnx, else fp32
     timeout_ms: int = 1000
     output_format: str = "float32"
     group_id: str = "SHARED"
@@ -69,6 +73,12 @@ class HailoSettings:
         settings = cls(**dict(extra))
         if settings.mode not in MODES:
             raise BackendError(f"hailo backend: mode {settings.mode!r}; expected one of {MODES}")
+        if settings.head is not None and settings.head not in HEADS:
+            raise BackendError(f"hailo backend: head {settings.head!r}; expected one of {HEADS} (the CPU part of "
+                               "hybrid mode: head_int8.onnx or head.onnx)")
+        if settings.head is not None and settings.mode != "hybrid":
+            raise BackendError(f"hailo backend: option head applies to mode=hybrid only (mode is {settings.mode!r}: "
+                               "the whole network runs on the NPU)")
         if settings.output_format not in ("float32", "uint8"):
             raise BackendError(f"hailo backend: output_format {settings.output_format!r}; expected float32 or uint8")
         if not isinstance(settings.timeout_ms, int) or settings.timeout_ms <= 0:
@@ -339,6 +349,18 @@ def _hef_path(settings: HailoSettings, bundle: Path | None, name: str, aliases: 
     return default_hef(bundle, name)
 
 
+def _head_graph(bundle: Path, document: dict[str, Any], head: str | None) -> tuple[str, Path]:
+    """(``int8`` or ``fp32``, verified path) of the head graph hybrid mode runs on the CPU."""
+    from act_policy.export.bundle import HEAD_GRAPH, HEAD_INT8_GRAPH, verified_file
+
+    if head is None:
+        head = "int8" if HEAD_INT8_GRAPH in document["files"] else "fp32"
+        if head == "fp32":
+            log.info("%s: no %s in the bundle, running the float32 head (`act-policy quantize %s` adds the INT8 "
+                     "head)", bundle, HEAD_INT8_GRAPH, bundle)
+    return head, verified_file(bundle, HEAD_INT8_GRAPH if head == "int8" else HEAD_GRAPH, document)
+
+
 def _bundle_folder(artifacts: PolicyArtifacts) -> Path | None:
     return artifacts.source if artifacts.source is not None and artifacts.source.is_dir() else None
 
@@ -358,7 +380,7 @@ class HybridPipeline:
 
     def __init__(self, artifacts: PolicyArtifacts, device: HailoDevice, settings: HailoSettings,
                  options: BackendOptions) -> None:
-        from act_policy.export.bundle import HEAD_GRAPH, backbone_file, read_policy_document, verified_file
+        from act_policy.export.bundle import backbone_file, read_policy_document
 
         spec = artifacts.spec
         bundle = _bundle_folder(artifacts)
@@ -366,10 +388,10 @@ class HybridPipeline:
             raise BackendError("hailo backend: hybrid mode runs image backbones on the NPU, but the policy has no "
                                "camera; use a CPU backend")
         if bundle is None or not (bundle / "policy.json").is_file():
-            raise BackendError(f"hailo backend: hybrid mode needs a deploy bundle (with {HEAD_GRAPH}); "
+            raise BackendError(f"hailo backend: hybrid mode needs a deploy bundle (with its head graph); "
                                f"{bundle} is not one: run `act-policy export` first")
         document = read_policy_document(bundle)
-        head_path = verified_file(bundle, HEAD_GRAPH, document)
+        self.head_precision, head_path = _head_graph(bundle, document, settings.head)
         self.head = _onnx_session(head_path, options.threads)
         head_shapes = {i.name: tuple(i.shape) for i in self.head.get_inputs()}
         self.head_inputs = list(head_shapes)
@@ -563,6 +585,8 @@ class HailoBackend(Backend):
             return {**self.fallback.describe(), "backend": self.name, "npu": False,
                     "fallback_backend": self.settings.fallback_backend, "fallback_reason": self.fallback_reason}
         facts = {**super().describe(), "npu": True, "mode": self.settings.mode}
+        if isinstance(self.pipeline, HybridPipeline):
+            facts["head"] = self.pipeline.head_precision
         if self.device is not None:
             hailort = self.device.hailort
             facts.update(device=self.device.device_id, arch=self.device.arch,

@@ -12,16 +12,30 @@ from act_policy.core.config import PolicySpec
 from act_policy.data.episode import CameraStream, DatasetError, Episode
 from act_policy.data.rosbag import BagOptions
 
+LEROBOT_DATASET = "LeRobot dataset"
+ROSBAG2 = "rosbag2"
+
+
+def recording_kind(path: str | Path) -> str | None:
+    """:data:`LEROBOT_DATASET` (meta/info.json), :data:`ROSBAG2` (a bag folder or storage file) or None."""
+    path = Path(path)
+    if (path / "meta" / "info.json").is_file():
+        return LEROBOT_DATASET
+    if (path / "metadata.yaml").is_file() or (path.is_file() and (path.parent / "metadata.yaml").is_file()):
+        return ROSBAG2
+    return None
+
 
 def read_episode(path: str | Path, index: int = 0, spec: PolicySpec | None = None,
                  bag_options: BagOptions | None = None) -> Episode:
     """Episode ``index`` of a LeRobot dataset folder, or the rosbag2 at ``path`` (``bag_options`` required)."""
     path = Path(path)
-    if (path / "meta" / "info.json").is_file():
+    kind = recording_kind(path)
+    if kind == LEROBOT_DATASET:
         from act_policy.data.lerobot_dataset import read_lerobot_episode
 
         return read_lerobot_episode(path, index, spec)
-    if (path / "metadata.yaml").is_file() or (path.is_file() and (path.parent / "metadata.yaml").is_file()):
+    if kind == ROSBAG2:
         if bag_options is None:
             raise DatasetError(f"{path} is a rosbag2: give its topics (state topic, camera mapping)")
         if index != 0:
@@ -32,4 +46,5 @@ def read_episode(path: str | Path, index: int = 0, spec: PolicySpec | None = Non
     raise DatasetError(f"{path}: neither a LeRobot dataset (meta/info.json) nor a rosbag2 (metadata.yaml)")
 
 
-__all__ = ["BagOptions", "CameraStream", "DatasetError", "Episode", "read_episode"]
+__all__ = ["LEROBOT_DATASET", "ROSBAG2", "BagOptions", "CameraStream", "DatasetError", "Episode", "read_episode",
+           "recording_kind"]

@@ -1,21 +1,22 @@
-"""Compressed pixels → uint8 RGB with PyAV (FFmpeg), the one decoder both readers share.
+"""Compressed pixels → uint8 RGB: LeRobot videos with PyAV (FFmpeg), still images via the shared converter.
 
 PyAV ships wheels with FFmpeg (h264, AV1 via dav1d, PNG, JPEG) for x86_64 and aarch64, so
-LeRobot videos, LeRobot PNG image columns and ROS ``CompressedImage`` messages decode the
-same way on a workstation and on a Raspberry Pi, without torchcodec or OpenCV.
+LeRobot videos decode the same way on a workstation and on a Raspberry Pi, without torchcodec
+or OpenCV. Still images — ROS ``Image`` / ``CompressedImage`` messages in a rosbag and PNG
+cells of LeRobot image columns — go through :mod:`act_policy.core.image_messages`, the
+converter the live node uses, so recorded and live pixels are the same.
 """
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
+from act_policy.core.errors import ObservationError
+from act_policy.core.image_messages import RawImage, decode_image
 from act_policy.data.episode import DatasetError
-
-_PIPE_FORMATS = {b"\x89PNG": "png_pipe", b"\xff\xd8": "jpeg_pipe"}
 
 
 def _av():
@@ -26,18 +27,17 @@ def _av():
     return av
 
 
-def decode_image_bytes(data: bytes, source: str) -> np.ndarray:
-    """One PNG or JPEG image (as stored in LeRobot image columns or CompressedImage) → uint8 HxWx3 RGB."""
-    fmt = next((f for magic, f in _PIPE_FORMATS.items() if bytes(data[: len(magic)]) == magic), None)
-    if fmt is None:
-        raise DatasetError(f"{source}: image bytes are neither PNG nor JPEG (starts with {bytes(data[:4])!r})")
-    av = _av()
+def recorded_image(raw: RawImage, source: str) -> np.ndarray:
+    """A recorded image message → uint8 HxWx3 RGB; conversion errors become :class:`DatasetError`."""
     try:
-        with av.open(io.BytesIO(bytes(data)), format=fmt) as container:
-            frame = next(container.decode(video=0))
-            return frame.to_ndarray(format="rgb24")
-    except (av.error.FFmpegError, StopIteration) as exc:
-        raise DatasetError(f"{source}: cannot decode image: {exc}") from exc
+        return decode_image(raw, source)
+    except ObservationError as exc:
+        raise DatasetError(str(exc)) from exc
+
+
+def decode_image_bytes(data: bytes, source: str) -> np.ndarray:
+    """One PNG or JPEG image (as stored in LeRobot image columns) → uint8 HxWx3 RGB."""
+    return recorded_image(RawImage("png/jpeg", data, compressed=True), source)
 
 
 def video_frames(path: Path, timestamps: np.ndarray, tolerance_s: float, source: str) -> Iterator[np.ndarray]:

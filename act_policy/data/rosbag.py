@@ -26,15 +26,14 @@ from typing import Any
 import numpy as np
 
 from act_policy.core.config import ACTION_KEY, STATE_KEY, PolicySpec
-from act_policy.data.decoding import decode_image_bytes
+from act_policy.core.image_messages import RawImage
+from act_policy.data.decoding import recorded_image
 from act_policy.data.episode import CameraStream, DatasetError, Episode, check_features, recorded_name
 
 JOINT_STATE = "sensor_msgs/msg/JointState"
 IMAGE = "sensor_msgs/msg/Image"
 COMPRESSED_IMAGE = "sensor_msgs/msg/CompressedImage"
 FLOAT64_ARRAY = "std_msgs/msg/Float64MultiArray"
-_CHANNELS = {"rgb8": (3, (0, 1, 2)), "bgr8": (3, (2, 1, 0)), "rgba8": (4, (0, 1, 2)), "bgra8": (4, (2, 1, 0)),
-             "mono8": (1, (0, 0, 0)), "8uc1": (1, (0, 0, 0))}
 
 
 @dataclass(frozen=True)
@@ -85,20 +84,8 @@ def _stamp_ns(msg: Any, receive_ns: int, use_header: bool) -> int:
 
 
 def image_to_rgb(msg: Any, msgtype: str, source: str) -> np.ndarray:
-    """sensor_msgs Image (8-bit encodings, any row ``step``) or CompressedImage (PNG/JPEG) → uint8 HxWx3 RGB."""
-    if msgtype == COMPRESSED_IMAGE:
-        return decode_image_bytes(np.asarray(msg.data, np.uint8).tobytes(), source)
-    encoding = msg.encoding.lower()
-    if encoding not in _CHANNELS:
-        raise DatasetError(f"{source}: image encoding {msg.encoding!r} not supported; "
-                           f"expected one of {sorted(_CHANNELS)}")
-    channels, order = _CHANNELS[encoding]
-    h, w, step = int(msg.height), int(msg.width), int(msg.step)
-    data = np.asarray(msg.data, np.uint8)
-    if step < w * channels or data.size < h * step:
-        raise DatasetError(f"{source}: {h}x{w} {msg.encoding} image with step {step} has only {data.size} bytes")
-    pixels = data[: h * step].reshape(h, step)[:, : w * channels].reshape(h, w, channels)
-    return np.ascontiguousarray(pixels[..., list(order)])
+    """sensor_msgs Image or CompressedImage → uint8 HxWx3 RGB, converted exactly as the live node does."""
+    return recorded_image(RawImage.from_message(msg, compressed=msgtype == COMPRESSED_IMAGE), source)
 
 
 class RosbagEpisodeReader:

@@ -61,10 +61,11 @@ def plot_trajectories(result: ReplayResult, run: BackendRun, path: Path) -> Path
 
 
 def plot_latency(result: ReplayResult, path: Path) -> Path:
-    """End-to-end latency histogram per backend, with p50, p95 and the control-rate budget."""
+    """End-to-end latency histogram per timed backend (not emulated ones), with p50, p95 and the budget."""
     plt = _pyplot()
-    fig, axes = plt.subplots(len(result.runs), 1, figsize=(7, 1.9 * len(result.runs) + 0.6), squeeze=False)
-    for ax, run in zip(axes[:, 0], result.runs, strict=True):
+    timed = [run for run in result.runs if run.rate is not None]
+    fig, axes = plt.subplots(len(timed), 1, figsize=(7, 1.9 * len(timed) + 0.6), squeeze=False)
+    for ax, run in zip(axes[:, 0], timed, strict=True):
         s, check = run.latency, run.rate
         ax.hist(run.total_ms, bins=30, color="tab:green" if check.met else "tab:red", alpha=0.8)
         for value, style, label in ((s.p50, ":", f"p50 {s.p50:.1f} ms"), (s.p95, "--", f"p95 {s.p95:.1f} ms"),
@@ -127,10 +128,13 @@ def markdown_report(result: ReplayResult, images: dict[str, str], command: str |
               "|---|---|---|---|---|---|---|"]
     for run in result.runs:
         rec, ref, s, c = run.vs_recorded, run.vs_reference, run.latency, run.rate
+        errors = (f"| {run.backend} | {_fmt(rec.mean.mean()) if rec else '–'} / {_fmt(rec.max.max()) if rec else '–'} "
+                  f"| {_fmt(ref.mean.mean()) if ref else '–'} / {_fmt(ref.max.max()) if ref else '–'} ")
+        if c is None:  # a stand-in runtime: its latency is not the device's
+            lines.append(f"{errors}| emulated | emulated | emulated | emulated |")
+            continue
         lines.append(
-            f"| {run.backend} | {_fmt(rec.mean.mean()) if rec else '–'} / {_fmt(rec.max.max()) if rec else '–'} "
-            f"| {_fmt(ref.mean.mean()) if ref else '–'} / {_fmt(ref.max.max()) if ref else '–'} "
-            f"| {s.p50:.1f} / {s.p95:.1f} / {s.max:.1f} | {c.budget_ms:.1f} "
+            f"{errors}| {s.p50:.1f} / {s.p95:.1f} / {s.max:.1f} | {c.budget_ms:.1f} "
             f"| {'met' if c.met else 'MISSED'} at {c.rate_hz:g} Hz (n={c.n_action_steps}, m={c.refill_threshold}) "
             f"| {c.max_rate_hz:.1f} |")
     headers = [f"{r.backend} vs recorded" for r in result.runs if r.vs_recorded]

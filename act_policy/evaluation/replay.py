@@ -28,12 +28,16 @@ to back (the fresh rows of one chunk cover the next inference)::
 With temporal ensembling a chunk is requested every tick and must arrive by the next one:
 ``L < T``, ``max_rate_hz = 1 / L``. The replayed actions themselves follow
 ``select_action`` (LeRobot's synchronous timing), so they do not depend on the machine's speed.
+
+A backend whose ``describe()`` says ``emulated`` (the hailo backend on the test fake of
+HailoRT) gets action errors only: its latency would be that of a CPU stand-in, so no latency
+percentiles and no control-rate verdict are kept for it.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -120,12 +124,16 @@ class BackendRun:
     backend: str
     actions: np.ndarray  # (T, A) select_action outputs
     inference_steps: list[int]  # steps at which select_action ran the network
-    total_ms: np.ndarray  # end-to-end latency of every timed inference
-    inference_ms: np.ndarray  # network-only part of the same inferences
-    rate: RateCheck
+    total_ms: np.ndarray  # end-to-end latency of every timed inference (empty when emulated)
+    inference_ms: np.ndarray  # network-only part of the same inferences (empty when emulated)
+    rate: RateCheck | None  # None when emulated: a stand-in's latency says nothing about the device
     vs_recorded: JointErrors | None = None
     vs_reference: JointErrors | None = None
     description: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def emulated(self) -> bool:
+        return self.rate is None
 
     @property
     def latency(self) -> Summary:
@@ -151,17 +159,18 @@ class ReplayResult:
             "backends": {
                 r.backend: {
                     "description": r.description,
+                    "emulated": r.emulated,
                     "inferences_in_schedule": len(r.inference_steps),
                     "timed_inferences": int(r.total_ms.size),
-                    "latency_ms": r.latency.as_dict(),
-                    "inference_only_ms": summarize(r.inference_ms).as_dict(),
+                    "latency_ms": None if r.emulated else r.latency.as_dict(),
+                    "inference_only_ms": None if r.emulated else summarize(r.inference_ms).as_dict(),
                     "error_vs_recorded": r.vs_recorded.as_dict(names) if r.vs_recorded else None,
                     f"error_vs_{REFERENCE_BACKEND}": r.vs_reference.as_dict(names) if r.vs_reference else None,
-                    "control_rate": {"rate_hz": r.rate.rate_hz, "chunk_size": r.rate.chunk_size,
-                                     "n_action_steps": r.rate.n_action_steps,
-                                     "refill_threshold": r.rate.refill_threshold, "ensembling": r.rate.ensembling,
-                                     "latency_p95_ms": r.rate.latency_p95_ms, "budget_ms": r.rate.budget_ms,
-                                     "met": r.rate.met, "max_rate_hz": r.rate.max_rate_hz},
+                    "control_rate": None if r.rate is None else {
+                        "rate_hz": r.rate.rate_hz, "chunk_size": r.rate.chunk_size,
+                        "n_action_steps": r.rate.n_action_steps, "refill_threshold": r.rate.refill_threshold,
+                        "ensembling": r.rate.ensembling, "latency_p95_ms": r.rate.latency_p95_ms,
+                        "budget_ms": r.rate.budget_ms, "met": r.rate.met, "max_rate_hz": r.rate.max_rate_hz},
                 } for r in self.runs
             },
         }
@@ -218,8 +227,12 @@ def replay(artifacts: PolicyArtifacts, episode: Episode, backends: Sequence[str]
            rate_hz: float | None = None, n_action_steps: int | None = None,
            temporal_ensemble_coeff: float | None = None, refill_threshold: int | None = None,
            num_threads: int | None = None, latency_samples: int = 30,
-           backend_options: dict[str, Any] | None = None, progress: Progress | None = None) -> ReplayResult:
-    """Replay ``episode`` through every backend in ``backends`` (``cpu_fp32`` is added as the reference)."""
+           backend_options: Mapping[str, Mapping[str, Any]] | None = None,
+           progress: Progress | None = None) -> ReplayResult:
+    """Replay ``episode`` through every backend in ``backends`` (``cpu_fp32`` is added as the reference).
+
+    ``backend_options`` maps a backend name to its ``BackendOptions.extra``.
+    """
     if len(episode) == 0:
         raise DatasetError(f"{episode.source}: episode {episode.index} has no steps")
     rate = rate_hz or episode.fps
@@ -234,22 +247,27 @@ def replay(artifacts: PolicyArtifacts, episode: Episode, backends: Sequence[str]
     unknown = [b for b in order if b not in BACKENDS]
     if unknown:  # before minutes of replay through the other backends
         raise BackendError(f"unknown backend(s) {', '.join(unknown)}; available: {', '.join(BACKENDS)}")
-    options = BackendOptions(num_threads=num_threads, extra=dict(backend_options or {}))
     runs: list[BackendRun] = []
     for backend in order:
+        options = BackendOptions(num_threads=num_threads, extra=dict((backend_options or {}).get(backend, {})))
         policy = Policy(artifacts, create_backend(backend, artifacts, options), n_action_steps,
                         temporal_ensemble_coeff)
         try:
             threshold = policy.n_action_steps // 2 if refill_threshold is None else refill_threshold
             ensembling = policy.temporal_ensemble_coeff is not None
             check_rate(0.0, rate, policy.chunk_size, policy.n_action_steps, threshold, ensembling)  # fail early
-            actions, inferred, total, network = replay_backend(policy, episode, latency_samples, progress, backend)
             description = policy.describe()
+            emulated = bool(description.get("emulated"))
+            actions, inferred, total, network = replay_backend(policy, episode, 0 if emulated else latency_samples,
+                                                               progress, backend)
         finally:
             policy.close()
-        check = check_rate(summarize(total).p95, rate, policy.chunk_size, policy.n_action_steps, threshold,
-                           ensembling)
-        run = BackendRun(backend, actions, inferred, total, network, check, description=description)
+        if emulated:
+            run = BackendRun(backend, actions, inferred, np.empty(0), np.empty(0), None, description=description)
+        else:
+            check = check_rate(summarize(total).p95, rate, policy.chunk_size, policy.n_action_steps, threshold,
+                               ensembling)
+            run = BackendRun(backend, actions, inferred, total, network, check, description=description)
         if episode.actions is not None:
             run.vs_recorded = JointErrors.between(actions, episode.actions)
         if runs:

@@ -14,7 +14,7 @@ from act_policy.backends import BackendOptions, create_backend
 from act_policy.core.artifacts import PolicyArtifacts
 from act_policy.core.errors import CheckpointError
 from act_policy.core.policy import Policy
-from act_policy.core.synthetic import synthetic_observations
+from act_policy.core.synthetic import demo_artifacts, synthetic_observations
 from act_policy.export.bundle import (
     POLICY_FILE,
     WEIGHTS_FILE,
@@ -70,3 +70,18 @@ def export_bundle(artifacts: PolicyArtifacts, out: str | Path, progress: Progres
 
 
 __all__ = ["export_bundle", "is_bundle", "load_bundle", "reference_policy", "stderr_progress"]
+
+
+DEMO_CALIBRATION_SAMPLES = 64
+
+
+def export_demo_bundle(folder: Path, backends: list[str], samples: int = DEMO_CALIBRATION_SAMPLES,
+                       progress: Progress = stderr_progress, seed: int = 0) -> Path:
+    """Bundle of the seeded default-size demo policy in ``folder``, INT8-calibrated on synthetic scenes
+    when a backend needs ``act_int8.onnx`` — so demo and benchmark can run every backend with no checkpoint."""
+    from act_policy.export.quantize import quantize_bundle
+
+    bundle = export_bundle(demo_artifacts(seed=seed), folder / "demo_bundle", progress)
+    if "cpu_int8" in backends:
+        quantize_bundle(bundle, None, samples, progress)
+    return bundle

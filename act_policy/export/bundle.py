@@ -10,6 +10,7 @@ Layout (all names fixed, listed with their sha256 in ``policy.json``)::
     act_int8.onnx        statically quantized network (cpu_int8; written by ``act-policy quantize``)
     backbone_HxW.onnx    normalized image → projected feature map, per camera resolution (Hailo)
     head.onnx            state + feature maps → normalized action chunk (Hailo hybrid path)
+    head_int8.onnx       statically quantized head (hailo hybrid, head=int8; written by ``act-policy quantize``)
 
 Every file is hashed when written and checked when read, so a truncated copy to the robot
 fails at load time with the file's name instead of producing wrong actions.
@@ -40,6 +41,7 @@ WEIGHTS_FILE = "model.safetensors"
 FP32_GRAPH = "act_fp32.onnx"
 INT8_GRAPH = "act_int8.onnx"
 HEAD_GRAPH = "head.onnx"
+HEAD_INT8_GRAPH = "head_int8.onnx"
 ACTION_OUTPUT = "action_chunk"
 
 
@@ -138,7 +140,7 @@ def verified_file(folder: str | Path, name: str, document: dict[str, Any] | None
     doc = document or read_policy_document(folder)
     path = folder / name
     if name not in doc["files"]:
-        hint = " (run `act-policy quantize` on the bundle first)" if name == INT8_GRAPH else ""
+        hint = " (run `act-policy quantize` on the bundle first)" if name in (INT8_GRAPH, HEAD_INT8_GRAPH) else ""
         raise CheckpointError(f"{folder / POLICY_FILE}: bundle has no {name!r}{hint}; it lists {sorted(doc['files'])}")
     if not path.is_file():
         raise CheckpointError(f"{path}: file listed in {POLICY_FILE} is missing")

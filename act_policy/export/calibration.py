@@ -1,15 +1,30 @@
-"""Calibration observations for static INT8 quantization, and the quantization itself.
+"""Where static INT8 calibration gets its observations (``act-policy quantize / hailo-prepare --calib SOURCE``).
 
-Recorded observations (``--calib FOLDER``) are ``.npz`` files, read in file-name order:
+INT8 ranges are only as good as the observations they are measured on, so calibrate on what
+the robot's cameras and joints really produce. SOURCE is one of:
 
-* keys are the policy's input feature names (``observation.state``,
-  ``observation.images.<camera>``, ...; names from the checkpoint's ``rename_map`` are accepted too);
-* images are uint8 RGB, ``(H, W, 3)``; vectors are float ``(N,)``;
-* one observation per file, or one episode per file with a leading time axis on every key
-  (``(T, H, W, 3)`` images, ``(T, N)`` vectors; T equal for all keys).
+* **a folder of ``.npz`` files** (e.g. written by the node's ``record_dir``), read in file-name order:
 
-Extra keys (e.g. ``action``, ``timestamp``) are ignored. When more observations exist than
-requested, evenly spaced ones are taken so the whole recording is covered; fewer is an error.
+  - keys are the policy's input feature names (``observation.state``,
+    ``observation.images.<camera>``, ...; names from the checkpoint's ``rename_map`` are accepted too);
+  - images are uint8 RGB, ``(H, W, 3)``; vectors are float ``(N,)``;
+  - one observation per file, or one episode per file with a leading time axis on every key
+    (``(T, H, W, 3)`` images, ``(T, N)`` vectors; T equal for all keys);
+  - extra keys (e.g. ``action``, ``timestamp``) are ignored.
+
+* **a LeRobot dataset folder** (``meta/info.json``; v2.x or v3.0): one episode (``--episode``).
+* **a rosbag2** (folder or storage file, sqlite3 or mcap; read with ``rosbags``, no ROS needed):
+  the state topic, ``FEATURE=TOPIC`` per camera and the joint order are given as options, and
+  the bag is sampled at ``--rate`` Hz with latest-before alignment (:mod:`act_policy.data.rosbag`).
+* **``synthetic``** (or no source): the demo's synthetic scenes, with a loud warning — fine
+  for trying the flow, not for a robot.
+
+Datasets and bags are read by :func:`act_policy.data.read_episode`, the reader replay uses,
+so features, resolutions and topics are checked before any calibration starts. From every
+source, ``samples`` observations evenly spaced over the whole recording are used; a source
+holding fewer is an error naming it and its count, never a smaller calibration. A dataset
+episode or bag is decoded step by step up to the last chosen step (lower ``--rate`` to skim
+a long bag faster).
 """
 
 from __future__ import annotations
@@ -25,6 +40,8 @@ import numpy as np
 from act_policy.core.config import FeatureType, PolicySpec
 from act_policy.core.errors import CheckpointError
 from act_policy.core.synthetic import synthetic_observations
+from act_policy.data import LEROBOT_DATASET, ROSBAG2, BagOptions, read_episode, recording_kind
+from act_policy.data.episode import recorded_name
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +55,25 @@ _HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.f
 
 class CalibrationError(CheckpointError):
     """A calibration source is missing, malformed or too small."""
+
+
+@dataclass(frozen=True)
+class Recording:
+    """A LeRobot dataset episode or a rosbag2 to calibrate on; ``bag_options`` are needed for a bag."""
+
+    path: Path
+    episode: int = 0
+    bag_options: BagOptions | None = None
+
+    def __str__(self) -> str:
+        """How the source is recorded in policy.json and named in errors."""
+        if recording_kind(self.path) == LEROBOT_DATASET:
+            return f"{self.path} (LeRobot dataset, episode {self.episode})"
+        o = self.bag_options
+        if o is None:
+            return f"{self.path} (rosbag2)"
+        cameras = ", ".join(f"{feature}={topic}" for feature, topic in o.camera_topics.items())
+        return f"{self.path} (rosbag2: state {o.state_topic}, cameras {cameras or 'none'}, {o.rate_hz:g} Hz)"
 
 
 @dataclass(frozen=True)
@@ -105,14 +141,19 @@ def npz_observations(folder: str | Path, spec: PolicySpec, samples: int) -> Iter
     """
     folder = Path(folder)
     if not folder.is_dir():
-        raise CalibrationError(f"{folder}: calibration source must be a folder of .npz files or '{SYNTHETIC}'")
+        raise CalibrationError(f"{folder}: not a LeRobot dataset or rosbag2, so the calibration source must be a "
+                               f"folder of .npz files or '{SYNTHETIC}'")
     episodes = [_inspect(p, spec) for p in sorted(folder.glob("*.npz"))]
     total = sum(e.length for e in episodes)
     if total < samples:
         raise CalibrationError(f"{folder}: {total} observations in {len(episodes)} .npz files, "
                                f"but {samples} calibration samples were requested")
-    wanted = sorted(set(np.linspace(0, total - 1, samples).round().astype(int).tolist()))
-    return _read(episodes, wanted, spec)
+    return _read(episodes, _spread(total, samples), spec)
+
+
+def _spread(total: int, samples: int) -> list[int]:
+    """``samples`` distinct indices evenly spaced over ``range(total)`` (``samples <= total``)."""
+    return sorted(set(np.linspace(0, total - 1, samples).round().astype(int).tolist()))
 
 
 def _read(episodes: list[_Episode], wanted: list[int], spec: PolicySpec) -> Iterator[dict[str, np.ndarray]]:
@@ -129,13 +170,61 @@ def _read(episodes: list[_Episode], wanted: list[int], spec: PolicySpec) -> Iter
             yield {name: (a[i] if episode.batched else a) for name, a in arrays.items()}
 
 
-def calibration_observations(source: str | Path | None, spec: PolicySpec, stats: dict,
+def recorded_observations(recording: Recording, spec: PolicySpec,
+                          samples: int) -> Iterator[dict[str, np.ndarray]]:
+    """``samples`` observations spread evenly over a LeRobot dataset episode or a rosbag2.
+
+    The recording is opened and checked against ``spec`` (features, resolutions, topics) and
+    its length compared with ``samples`` before the first observation is returned.
+    """
+    episode = read_episode(recording.path, recording.episode, spec, recording.bag_options)
+    if len(episode) < samples:
+        hint = " (a rosbag2 gives more steps at a higher --rate)" if recording_kind(recording.path) == ROSBAG2 else ""
+        raise CalibrationError(f"{recording}: {len(episode)} observations, but {samples} calibration samples were "
+                               f"requested{hint}")
+    keys = {f.name: recorded_name(spec, f.name) for f in spec.inputs}
+    return _steps(episode.observations(), _spread(len(episode), samples), keys)
+
+
+def _steps(observations: Iterator[dict[str, np.ndarray]], wanted: list[int],
+           keys: dict[str, str]) -> Iterator[dict[str, np.ndarray]]:
+    """The ``wanted`` steps (ascending) of an episode, keyed by policy feature names like the .npz source."""
+    chosen = iter(wanted)
+    target = next(chosen, None)
+    for step, obs in enumerate(observations):
+        if step == target:
+            yield {name: obs[key] for name, key in keys.items()}
+            target = next(chosen, None)
+            if target is None:
+                return
+
+
+def calibration_source(calib: str | Path | Recording | None, episode: int = 0,
+                       bag_options: BagOptions | None = None) -> Path | Recording | None:
+    """What ``--calib`` names: None (synthetic scenes), a :class:`Recording`, or a folder of .npz files."""
+    if isinstance(calib, Recording):
+        return calib
+    synthetic = calib is None or str(calib) == SYNTHETIC
+    path = None if synthetic else Path(calib)
+    if path is not None and recording_kind(path) is not None:
+        return Recording(path, episode, bag_options)
+    if episode != 0:
+        raise CalibrationError(f"episode {episode} was requested, but the calibration source "
+                               f"{calib or SYNTHETIC} is not a LeRobot dataset")
+    return path
+
+
+def calibration_observations(source: str | Path | Recording | None, spec: PolicySpec, stats: dict,
                              samples: int) -> Iterator[dict[str, np.ndarray]]:
-    """Observations from ``source`` (a folder of .npz files) or, if None/'synthetic', the demo scenes."""
+    """Observations from ``source`` (see the module docstring), keyed by the policy's feature names."""
     if samples < 1:
         raise CalibrationError(f"calibration needs at least 1 sample, got {samples}")
-    if source is None or str(source) == SYNTHETIC:
+    source = calibration_source(source)
+    if source is None:
         log.warning("calibrating on SYNTHETIC scenes, not your robot's camera images: INT8 accuracy on the "
-                    "real robot is unknown. Record observations and pass --calib FOLDER for deployment.")
+                    "real robot is unknown. Record observations and pass --calib FOLDER, DATASET or BAG for "
+                    "deployment.")
         return synthetic_observations(spec, stats, samples, seed=CALIBRATION_SEED, dt=SYNTHETIC_DT)
+    if isinstance(source, Recording):
+        return recorded_observations(source, spec, samples)
     return npz_observations(source, spec, samples)

@@ -1,4 +1,10 @@
-"""Static INT8 quantization of a bundle's ``act_fp32.onnx`` into ``act_int8.onnx`` (ONNX Runtime QDQ).
+"""Static INT8 quantization of a bundle's graphs (ONNX Runtime QDQ).
+
+``act_fp32.onnx`` → ``act_int8.onnx`` (backend ``cpu_int8``), and ``head.onnx`` →
+``head_int8.onnx``: the transformer head the ``hailo`` backend's hybrid mode runs on the CPU
+while the backbones run on the NPU. Both are calibrated on the same observations; the head on
+its real inputs, the feature maps ``backbone_HxW.onnx`` computes from them, and both keep the
+same operations in float (the head is the whole network minus the backbones).
 
 What is quantized, and why (measured on the seeded default-size demo model, see benchmarks/):
 
@@ -19,7 +25,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,16 +33,19 @@ import numpy as np
 import onnx
 from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 
+from act_policy.backends.base import ModelInputs
 from act_policy.core.errors import CheckpointError
 from act_policy.export import load_bundle, reference_policy
 from act_policy.export.bundle import (
     FP32_GRAPH,
+    HEAD_GRAPH,
+    HEAD_INT8_GRAPH,
     INT8_GRAPH,
     read_policy_document,
     verified_file,
     write_policy_document,
 )
-from act_policy.export.calibration import CalibrationError, calibration_observations
+from act_policy.export.calibration import CalibrationError, Recording, calibration_observations
 from act_policy.export.onnx_export import Progress, flat_inputs
 
 log = logging.getLogger(__name__)
@@ -57,6 +66,12 @@ def float_nodes(model: Any) -> list[str]:
     return keep
 
 
+def activation_quant_type(activation_type: str) -> QuantType:
+    if activation_type not in ACTIVATION_TYPES:
+        raise CheckpointError(f"activation type {activation_type!r}; expected one of {ACTIVATION_TYPES}")
+    return QuantType.QUInt8 if activation_type == "u8" else QuantType.QInt8
+
+
 class _Reader(CalibrationDataReader):
     """ONNX Runtime CalibrationDataReader over normalized inputs; counts what it hands out."""
 
@@ -75,43 +90,74 @@ class _Reader(CalibrationDataReader):
         return feed
 
 
-def quantize_bundle(bundle: str | Path, source: str | Path | None, samples: int, progress: Progress,
+def quantize_graph(src: Path, dst: Path, feeds: Iterable[dict[str, np.ndarray]], excluded_nodes: Sequence[str],
+                   samples: int, progress: Progress, activation_type: str = "u8") -> None:
+    """Statically quantize ONNX graph ``src`` into ``dst``, calibrated on exactly ``samples`` ``feeds``.
+
+    ``feeds`` map the graph's input names to arrays; ``excluded_nodes`` stay in float. ``dst``
+    appears only when quantization succeeded (written next to it first, then renamed).
+    """
+    quant_type = activation_quant_type(activation_type)
+    reader = _Reader(iter(feeds), samples, progress)
+    progress(f"quantizing {src.name}: {', '.join(QUANTIZED_OPS)} to INT8 ({activation_type} activations, "
+             f"per-channel s8 weights), {len(excluded_nodes)} nodes kept in float")
+    with tempfile.TemporaryDirectory(dir=dst.parent) as tmp:
+        output = Path(tmp) / dst.name
+        quantize_static(
+            str(src), str(output), reader,
+            quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=list(QUANTIZED_OPS),
+            nodes_to_exclude=list(excluded_nodes),
+            per_channel=True,
+            activation_type=quant_type,
+            weight_type=QuantType.QInt8,
+            calibrate_method=CalibrationMethod.MinMax,
+        )
+        if reader.count != samples:
+            raise CalibrationError(f"{dst.name}: calibration yielded {reader.count} observations, "
+                                   f"{samples} were requested")
+        output.replace(dst)
+
+
+def _head_feeds(bundle: Path, document: dict[str, Any],
+                inputs: Iterable[ModelInputs]) -> Iterator[dict[str, np.ndarray]]:
+    """``head.onnx`` inputs for each observation: feature maps from the bundle's backbone graphs + vectors."""
+    import onnxruntime as ort
+
+    graphs = document["graphs"]
+    cameras = list(graphs["backbones"])
+    sessions = {name: ort.InferenceSession(str(verified_file(bundle, name, document)),
+                                           providers=["CPUExecutionProvider"])
+                for name in dict.fromkeys(graphs["backbones"].values())}
+    for model_inputs in inputs:
+        features = [sessions[graphs["backbones"][camera]].run(None, {"image": image})[0]
+                    for camera, image in zip(cameras, model_inputs.images, strict=True)]
+        vectors = flat_inputs(model_inputs)[len(cameras):]
+        yield dict(zip(graphs["head_inputs"], [*features, *vectors], strict=True))
+
+
+def quantize_bundle(bundle: str | Path, source: str | Path | Recording | None, samples: int, progress: Progress,
                     activation_type: str = "u8") -> dict[str, Any]:
-    """Calibrate on ``samples`` observations from ``source`` and add ``act_int8.onnx`` to the bundle.
+    """Calibrate on ``samples`` observations from ``source``; add ``act_int8.onnx`` (and ``head_int8.onnx``
+    when the bundle has a head) to the bundle.
 
     Returns the ``quantization`` record stored in policy.json.
     """
-    if activation_type not in ACTIVATION_TYPES:
-        raise CheckpointError(f"activation type {activation_type!r}; expected one of {ACTIVATION_TYPES}")
+    activation_quant_type(activation_type)  # before minutes of calibration
     bundle = Path(bundle)
     document = read_policy_document(bundle)
     fp32 = verified_file(bundle, FP32_GRAPH, document)
     artifacts = load_bundle(bundle)
     policy = reference_policy(artifacts)
     names = document["graphs"]["inputs"]
-    observations = calibration_observations(source, artifacts.spec, artifacts.input_stats, samples)
-    feeds = (dict(zip(names, flat_inputs(policy.preprocess(o)), strict=True)) for o in observations)
-    reader = _Reader(feeds, samples, progress)
+    # Read once and kept as read (uint8 images: 64 frames of one 480x640 camera are 59 MB, a
+    # quarter of their float32 form), normalized again for each graph calibrated on them.
+    observations = list(calibration_observations(source, artifacts.spec, artifacts.input_stats, samples))
+    normalized = (policy.preprocess(o) for o in observations)
     excluded = float_nodes(onnx.load(str(fp32), load_external_data=False))
-    progress(f"quantizing {FP32_GRAPH}: {', '.join(QUANTIZED_OPS)} to INT8 ({activation_type} activations, "
-             f"per-channel s8 weights), {len(excluded)} nodes kept in float")
-    with tempfile.TemporaryDirectory(dir=bundle) as tmp:
-        output = Path(tmp) / INT8_GRAPH
-        quantize_static(
-            str(fp32), str(output), reader,
-            quant_format=QuantFormat.QDQ,
-            op_types_to_quantize=list(QUANTIZED_OPS),
-            nodes_to_exclude=excluded,
-            per_channel=True,
-            activation_type=QuantType.QUInt8 if activation_type == "u8" else QuantType.QInt8,
-            weight_type=QuantType.QInt8,
-            calibrate_method=CalibrationMethod.MinMax,
-        )
-        if reader.count != samples:
-            raise CalibrationError(f"calibration source {source or 'synthetic'} yielded {reader.count} "
-                                   f"observations, {samples} were requested")
-        output.replace(bundle / INT8_GRAPH)
-    record = {
+    quantize_graph(fp32, bundle / INT8_GRAPH, (dict(zip(names, flat_inputs(i), strict=True)) for i in normalized),
+                   excluded, samples, progress, activation_type)
+    record: dict[str, Any] = {
         "graph": INT8_GRAPH,
         "method": "onnxruntime static QDQ, MinMax calibration",
         "activation_type": activation_type,
@@ -121,7 +167,16 @@ def quantize_bundle(bundle: str | Path, source: str | Path | None, samples: int,
         "calibration_source": str(source) if source is not None else "synthetic",
         "calibration_samples": samples,
     }
-    document["quantization"] = record
     document["files"][INT8_GRAPH] = ""
+    if HEAD_GRAPH in document["files"]:
+        head = verified_file(bundle, HEAD_GRAPH, document)
+        head_excluded = float_nodes(onnx.load(str(head), load_external_data=False))
+        normalized = (policy.preprocess(o) for o in observations)
+        quantize_graph(head, bundle / HEAD_INT8_GRAPH, _head_feeds(bundle, document, normalized), head_excluded,
+                       samples, progress, activation_type)
+        record["head"] = {"graph": HEAD_INT8_GRAPH, "float_nodes": head_excluded,
+                          "calibration_inputs": "backbone feature maps of the calibration observations"}
+        document["files"][HEAD_INT8_GRAPH] = ""
+    document["quantization"] = record
     write_policy_document(bundle, document)
     return record

@@ -15,8 +15,8 @@ from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import Float64MultiArray, Header, MultiArrayDimension, MultiArrayLayout
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
+from act_policy.core.image_messages import RawImage
 from act_policy.runtime.health import Report
-from act_policy.runtime.observations import RawImage
 
 COMMAND_MESSAGES = {"float64_multi_array": Float64MultiArray, "joint_state": JointState,
                     "joint_trajectory": JointTrajectory}
@@ -24,9 +24,7 @@ COMMAND_MESSAGES = {"float64_multi_array": Float64MultiArray, "joint_state": Joi
 
 def raw_image(msg: Image | CompressedImage) -> RawImage:
     """The message buffer itself (no copy); CompressedImage's ``format`` goes into ``encoding``."""
-    if isinstance(msg, CompressedImage):
-        return RawImage(msg.format, msg.data, compressed=True)
-    return RawImage(msg.encoding, msg.data, msg.height, msg.width, msg.step)
+    return RawImage.from_message(msg, compressed=isinstance(msg, CompressedImage))
 
 
 def duration(seconds: float) -> Duration:

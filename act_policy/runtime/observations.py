@@ -2,9 +2,9 @@
 
 Images are stored as they arrive (a reference to the message buffer, no conversion) and
 converted only when an inference needs them: a camera at 30 fps feeding a policy that infers
-at 5 Hz should not pay for 25 conversions a second. Conversion is zero-copy for ``rgb8`` /
-``bgr8`` / ``mono8`` (and ``rgba8`` / ``bgra8``) when rows are unpadded; padded rows are
-copied. Other encodings and compressed images go through OpenCV (what cv_bridge uses).
+at 5 Hz should not pay for 25 conversions a second. The conversion itself (zero-copy for
+unpadded ``rgb8`` / ``bgr8`` / ``mono8``, OpenCV or PyAV for the rest) is
+:mod:`act_policy.core.image_messages`, shared with the readers of recorded data.
 
 Joint states are matched by name, per joint, so a driver that publishes the gripper in a
 separate JointState message works; each joint keeps its own arrival time. Ages use the
@@ -17,73 +17,11 @@ import math
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from act_policy.core.errors import ObservationError
-
-CHANNELS = {"rgb8": 3, "bgr8": 3, "mono8": 1, "rgba8": 4, "bgra8": 4}
-# encoding → (OpenCV colour conversion name, channels in the message); for encodings NumPy does not handle
-OPENCV_CONVERSIONS = {"yuv422_yuy2": ("COLOR_YUV2RGB_YUY2", 2), "yuyv": ("COLOR_YUV2RGB_YUY2", 2),
-                      "uyvy": ("COLOR_YUV2RGB_UYVY", 2), "yuv422": ("COLOR_YUV2RGB_UYVY", 2)}
-
-
-@dataclass(frozen=True)
-class RawImage:
-    """The fields of sensor_msgs/Image (or CompressedImage) that conversion needs, ROS-free.
-
-    For a compressed image only ``data`` and ``encoding`` (the message's ``format``) are used.
-    """
-
-    encoding: str
-    data: Any  # bytes, bytearray, memoryview or uint8 array (rclpy gives array.array / bytes)
-    height: int = 0
-    width: int = 0
-    step: int = 0
-    compressed: bool = False
-
-
-def _opencv(what: str, source: str) -> Any:
-    try:
-        import cv2
-    except ImportError:
-        raise ObservationError(f"{source}: {what} needs OpenCV (apt install python3-opencv, or pip install "
-                               "opencv-python-headless); or configure the camera driver to publish rgb8/bgr8")
-    return cv2
-
-
-def decode_image(raw: RawImage, source: str) -> np.ndarray:
-    """uint8 RGB (H, W, 3) at the message's resolution; a view of the buffer when possible."""
-    buffer = np.frombuffer(raw.data, dtype=np.uint8)
-    if raw.compressed:
-        cv2 = _opencv(f"compressed image format {raw.encoding!r}", source)
-        bgr = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise ObservationError(f"{source}: could not decode compressed image (format {raw.encoding!r})")
-        return bgr[..., ::-1]
-    encoding = raw.encoding.lower()
-    channels = CHANNELS.get(encoding) or OPENCV_CONVERSIONS.get(encoding, (None, 0))[1]
-    if not channels:
-        supported = ", ".join([*CHANNELS, *OPENCV_CONVERSIONS])
-        raise ObservationError(f"{source}: unsupported image encoding {raw.encoding!r}; expected one of {supported}")
-    h, w, step = raw.height, raw.width, raw.step
-    row = w * channels
-    if h <= 0 or w <= 0 or step < row or buffer.size < step * h:
-        raise ObservationError(f"{source}: inconsistent image: {w}x{h} {raw.encoding} needs step >= {row} and "
-                               f"{row * h} bytes, got step {step} and {buffer.size} bytes")
-    if step == row:
-        pixels = buffer[: h * row].reshape(h, w, channels)  # zero-copy view
-    else:
-        pixels = np.ascontiguousarray(buffer[: h * step].reshape(h, step)[:, :row]).reshape(h, w, channels)
-    if encoding in OPENCV_CONVERSIONS:
-        cv2 = _opencv(f"encoding {raw.encoding!r}", source)
-        return cv2.cvtColor(pixels, getattr(cv2, OPENCV_CONVERSIONS[encoding][0]))
-    if encoding == "mono8":
-        return np.broadcast_to(pixels, (h, w, 3))
-    if encoding.startswith("bgr"):
-        return pixels[..., 2::-1]
-    return pixels[..., :3]
+from act_policy.core.image_messages import RawImage, decode_image
 
 
 def resize_bilinear(image: np.ndarray, height: int, width: int) -> np.ndarray:

@@ -6,6 +6,11 @@ Timed runs are interleaved round-robin across backends, so a change in backgroun
 shared machine, thermal throttling on a Pi) affects every backend alike and the speedups stay
 comparable. Latency is Policy.predict_chunk (preprocess + network + unnormalize) on held-out
 synthetic scenes; fidelity compares each backend's chunks with cpu_fp32's on the same scenes.
+
+A backend whose ``describe()`` says ``emulated`` (the hailo backend on the test fake of HailoRT)
+is not timed: its latency would be that of a CPU stand-in, not of the device. Its row says
+``emulated`` where numbers would be (``null`` plus ``"emulated": true`` in JSON); its fidelity
+is real and reported. Backend-specific settings: ``--backend-option BACKEND.KEY=VALUE``.
 """
 
 from __future__ import annotations
@@ -21,21 +26,20 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from act_policy.backends import BACKENDS, BackendOptions, create_backend
 from act_policy.backends.torch_fp32 import build_prepared_model
-from act_policy.core.artifacts import PolicyArtifacts
 from act_policy.core.errors import BackendError
+from act_policy.core.macs import count_macs
 from act_policy.core.policy import Policy, load_artifacts
-from act_policy.core.synthetic import demo_artifacts
-from act_policy.export import export_bundle, stderr_progress
+from act_policy.export import DEMO_CALIBRATION_SAMPLES, export_demo_bundle, stderr_progress
 from act_policy.export.fidelity import compare, held_out_observations
+from act_policy.tools.options import add_backend_option_argument, parse_backend_options
 
 BASELINE = "cpu_fp32"
 DEFAULT_BACKENDS = "cpu_fp32,onnx_fp32,cpu_int8,torch_dynamic_int8"
 DEMO = "demo"
-DEMO_CALIBRATION_SAMPLES = 64
+EMULATED = "emulated"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -50,18 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--calib-samples", type=int, default=DEMO_CALIBRATION_SAMPLES,
                         help=f"calibration observations for '{DEMO}' (default {DEMO_CALIBRATION_SAMPLES})")
     parser.add_argument("--json", type=Path, default=None, help="write the full report here")
-
-
-def count_macs(artifacts: PolicyArtifacts) -> int:
-    """Multiply-accumulates of one inference of the prepared network (FLOPs / 2, batch 1)."""
-    model = build_prepared_model(artifacts)
-    spec = artifacts.spec
-    images = [torch.zeros(1, *f.shape) for f in spec.cameras]
-    vectors = [None if f is None else torch.zeros(1, *f.shape) for f in (spec.state, spec.env_state)]
-    counter = FlopCounterMode(display=False)
-    with torch.inference_mode(), counter:
-        model(images, *vectors)
-    return counter.get_total_flops() // 2
+    add_backend_option_argument(parser)
 
 
 def machine_info() -> dict[str, Any]:
@@ -99,42 +92,34 @@ def time_interleaved(policies: dict[str, Policy], observations: list[dict[str, n
     return times
 
 
-def prepare_demo(folder: Path, backends: list[str], samples: int) -> Path:
-    """Export the seeded default-size model (and calibrate it if cpu_int8 runs) into ``folder``."""
-    from act_policy.export.quantize import quantize_bundle
-
-    bundle = export_bundle(demo_artifacts(), folder / "demo_bundle")
-    if "cpu_int8" in backends:
-        quantize_bundle(bundle, None, samples, stderr_progress)
-    return bundle
-
-
 def run_benchmark(path: str | Path, backends: list[str], runs: int, warmup: int, threads: int | None,
-                  held_out: int) -> dict[str, Any]:
+                  held_out: int, backend_options: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """Measure every backend on ``path``; returns the JSON report."""
     artifacts = load_artifacts(path)
     observations = held_out_observations(artifacts, held_out)
     stderr_progress("counting MACs")
-    macs = count_macs(artifacts)
+    macs = count_macs(build_prepared_model(artifacts))
     policies = {}
     for name in backends:
         stderr_progress(f"{name}: loading")
-        policies[name] = Policy(artifacts, create_backend(name, artifacts, BackendOptions(num_threads=threads)))
-    times = time_interleaved(policies, observations, runs, warmup)
+        options = BackendOptions(num_threads=threads, extra=(backend_options or {}).get(name, {}))
+        policies[name] = Policy(artifacts, create_backend(name, artifacts, options))
+    emulated = {name for name, p in policies.items() if p.describe().get(EMULATED)}
+    for name in sorted(emulated):
+        stderr_progress(f"{name}: emulated (a stand-in for the device): fidelity only, no timing")
+    times = time_interleaved({n: p for n, p in policies.items() if n not in emulated}, observations, runs, warmup)
     chunks = {name: [p.predict_chunk(o) for o in observations] for name, p in policies.items()}
     results: dict[str, dict[str, Any]] = {}
     for name, policy in policies.items():
-        p50, p95, p99 = np.percentile(times[name], [50, 95, 99])
-        results[name] = {
-            **policy.describe(),
-            "p50_ms": float(p50), "p95_ms": float(p95), "p99_ms": float(p99), "mean_ms": float(times[name].mean()),
-            "runs": runs, "warmup": warmup,
-            "macs": macs, "gmac_per_s": macs / (p50 * 1e-3) / 1e9,
-            "fidelity": compare(chunks[BASELINE], chunks[name], artifacts),
-        }
+        timed = name not in emulated
+        results[name] = {**policy.describe(), EMULATED: not timed, "runs": runs if timed else 0,
+                         "warmup": warmup if timed else 0,
+                         "macs": macs, **_timing(times.get(name), macs),
+                         "fidelity": compare(chunks[BASELINE], chunks[name], artifacts)}
         policy.close()
     for result in results.values():
-        result["speedup_vs_cpu_fp32"] = results[BASELINE]["p50_ms"] / result["p50_ms"]
+        p50 = result["p50_ms"]
+        result["speedup_vs_cpu_fp32"] = None if p50 is None else results[BASELINE]["p50_ms"] / p50
     spec = artifacts.spec
     return {
         "policy": str(path), "cameras": {f.name: list(f.shape) for f in spec.cameras},
@@ -143,16 +128,39 @@ def run_benchmark(path: str | Path, backends: list[str], runs: int, warmup: int,
     }
 
 
+def _timing(times: np.ndarray | None, macs: int) -> dict[str, float | None]:
+    """Latency fields of one backend; all None when it was not timed (emulated)."""
+    if times is None:
+        return dict.fromkeys(("p50_ms", "p95_ms", "p99_ms", "mean_ms", "gmac_per_s"))
+    p50, p95, p99 = np.percentile(times, [50, 95, 99])
+    return {"p50_ms": float(p50), "p95_ms": float(p95), "p99_ms": float(p99), "mean_ms": float(times.mean()),
+            "gmac_per_s": macs / (p50 * 1e-3) / 1e9}
+
+
 def performance_bars(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """The issue's targets, evaluated where the needed backends ran (None otherwise)."""
+    """The issue's targets, evaluated where the needed backends ran and were timed (None otherwise)."""
     int8, dyn, onnx = (results.get(n) for n in ("cpu_int8", "torch_dynamic_int8", "onnx_fp32"))
+    timed_int8 = int8 is not None and not int8[EMULATED]
     return {
-        "cpu_int8_p50_over_cpu_fp32": None if int8 is None else int8["p50_ms"] / results[BASELINE]["p50_ms"],
-        "cpu_int8_speedup_over_torch_dynamic_int8": None if int8 is None or dyn is None
-        else dyn["p50_ms"] / int8["p50_ms"],
+        "cpu_int8_p50_over_cpu_fp32": int8["p50_ms"] / results[BASELINE]["p50_ms"] if timed_int8 else None,
+        "cpu_int8_speedup_over_torch_dynamic_int8": dyn["p50_ms"] / int8["p50_ms"]
+        if timed_int8 and dyn is not None and not dyn[EMULATED] else None,
         "cpu_int8_rel_l2": None if int8 is None else int8["fidelity"]["rel_l2"],
         "onnx_fp32_max_abs_normalized": None if onnx is None else onnx["fidelity"]["max_abs_normalized"],
     }
+
+
+def row_label(name: str, result: dict[str, Any]) -> str:
+    """The backend's name, marked when its numbers are not the device's own (emulated, or a fallback)."""
+    if result[EMULATED]:
+        return f"{name} ({EMULATED})"
+    if result.get("fallback_backend"):
+        return f"{name} (fallback {result['fallback_backend']})"
+    return name
+
+
+def _cell(value: float | None, spec: str, suffix: str = "") -> str:
+    return EMULATED if value is None else f"{value:{spec}}{suffix}"
 
 
 def format_table(report: dict[str, Any]) -> str:
@@ -161,9 +169,10 @@ def format_table(report: dict[str, Any]) -> str:
     rows = [header]
     for name, r in report["backends"].items():
         f = r["fidelity"]
-        rows.append((name, str(r["threads"]), f"{r['p50_ms']:.1f}", f"{r['p95_ms']:.1f}", f"{r['p99_ms']:.1f}",
-                     f"{r['speedup_vs_cpu_fp32']:.2f}x", f"{r['gmac_per_s']:.1f}", f"{f['max_abs']:.3g}",
-                     f"{f['mean_abs']:.3g}", f"{f['rel_l2'] * 100:.2f} %", f"{f['rel_l2_normalized'] * 100:.2f} %"))
+        rows.append((row_label(name, r), str(r["threads"]), _cell(r["p50_ms"], ".1f"), _cell(r["p95_ms"], ".1f"),
+                     _cell(r["p99_ms"], ".1f"), _cell(r["speedup_vs_cpu_fp32"], ".2f", "x"),
+                     _cell(r["gmac_per_s"], ".1f"), f"{f['max_abs']:.3g}", f"{f['mean_abs']:.3g}",
+                     f"{f['rel_l2'] * 100:.2f} %", f"{f['rel_l2_normalized'] * 100:.2f} %"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = ["| " + " | ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) + " |" for row in rows]
     lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
@@ -183,6 +192,10 @@ def summary(report: dict[str, Any]) -> str:
     if bars["cpu_int8_speedup_over_torch_dynamic_int8"] is not None:
         lines.append(f"cpu_int8 is {bars['cpu_int8_speedup_over_torch_dynamic_int8']:.2f}x faster than "
                      "torch_dynamic_int8 (target >= 2)")
+    for name, r in report["backends"].items():
+        if r[EMULATED]:
+            lines.append(f"{name}: EMULATED (a stand-in for the device runtime, e.g. the test fake of HailoRT): "
+                         f"fidelity only, relative L2 {r['fidelity']['rel_l2'] * 100:.2f} %; no latency is given")
     if bars["onnx_fp32_max_abs_normalized"] is not None:
         lines.append(f"onnx_fp32 max abs difference {bars['onnx_fp32_max_abs_normalized']:.2e} in normalized "
                      "network output (target <= 1e-4)")
@@ -197,11 +210,12 @@ def run(args: argparse.Namespace) -> int:
     if args.runs < 1 or args.warmup < 0 or args.held_out < 1:
         raise BackendError("--runs and --held-out must be >= 1, --warmup >= 0")
     backends = [BASELINE] + [b for b in backends if b != BASELINE]
+    options = parse_backend_options(args.backend_option, backends)
     with tempfile.TemporaryDirectory(prefix="act_policy_bench_") as tmp:
         path = Path(args.path)
         if args.path == DEMO:
-            path = prepare_demo(Path(tmp), backends, args.calib_samples)
-        report = run_benchmark(path, backends, args.runs, args.warmup, args.threads, args.held_out)
+            path = export_demo_bundle(Path(tmp), backends, args.calib_samples)
+        report = run_benchmark(path, backends, args.runs, args.warmup, args.threads, args.held_out, options)
     if args.path == DEMO:
         report["policy"] = "demo (seeded default-size ACT, synthetic calibration)"
     print(format_table(report))

@@ -2,7 +2,8 @@
 
 With no --checkpoint this is the embedded default: LeRobot's default-size ACT (ResNet18,
 d=512, 4 encoder / 1 decoder layers, chunk 100) with seeded weights, a 6-joint arm and one
-480x640 camera. No ROS, robot, network or checkpoint is needed.
+480x640 camera. No ROS, robot, network or checkpoint is needed; backends that run exported
+graphs get the demo exported (and, for cpu_int8, calibrated) into a temporary bundle first.
 
 Each control tick calls ``select_action`` exactly as LeRobot's control loop does, so the
 tick that refills the action queue waits for inference; the report counts those overruns.
@@ -13,13 +14,18 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import tempfile
 import time
+from pathlib import Path
 
 from act_policy.backends import BACKENDS, BackendOptions, create_backend
-from act_policy.core.diagnostics import RateMeter, RollingWindow, format_table
+from act_policy.core.artifacts import PolicyArtifacts
+from act_policy.core.diagnostics import RollingWindow, format_table
 from act_policy.core.policy import Policy, load_artifacts
 from act_policy.core.synthetic import demo_artifacts, synthetic_observations
 from act_policy.tools.options import add_backend_option_argument, parse_backend_options
+
+BUNDLE_BACKENDS = ("onnx_fp32", "cpu_int8", "hailo")  # these run exported graphs from a bundle on disk
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,12 +44,36 @@ def run(args: argparse.Namespace) -> int:
     if args.rate <= 0 or args.duration <= 0:
         raise SystemExit("--rate and --duration must be positive")
     extra = parse_backend_options(args.backend_option, [args.backend]).get(args.backend, {})
-    t_load = time.perf_counter()
-    artifacts = load_artifacts(args.checkpoint) if args.checkpoint else demo_artifacts(seed=args.seed)
-    options = BackendOptions(num_threads=args.threads, extra=extra)
-    policy = Policy(artifacts, create_backend(args.backend, artifacts, options),
-                    n_action_steps=min(args.n_action_steps, artifacts.spec.config.chunk_size))
-    load_s = time.perf_counter() - t_load
+    with tempfile.TemporaryDirectory(prefix="act_policy_demo_") as tmp:
+        t_load = time.perf_counter()
+        artifacts = load_demo_artifacts(args, Path(tmp))
+        options = BackendOptions(num_threads=args.threads, extra=extra)
+        policy = Policy(artifacts, create_backend(args.backend, artifacts, options),
+                        n_action_steps=min(args.n_action_steps, artifacts.spec.config.chunk_size))
+        load_s = time.perf_counter() - t_load
+        try:
+            return control_loop(args, artifacts, policy, options, load_s)
+        finally:
+            policy.close()
+
+
+def load_demo_artifacts(args: argparse.Namespace, scratch: Path) -> PolicyArtifacts:
+    """The user's checkpoint, or the seeded default — exported to a bundle in ``scratch`` when the
+    backend runs exported graphs (onnx_fp32, cpu_int8, hailo)."""
+    if args.checkpoint:
+        return load_artifacts(args.checkpoint)
+    if args.backend not in BUNDLE_BACKENDS:
+        return demo_artifacts(seed=args.seed)
+    from act_policy.export import export_demo_bundle
+
+    print(f"exporting the demo policy for {args.backend} (ONNX export"
+          f"{' and INT8 calibration on synthetic scenes' if args.backend == 'cpu_int8' else ''}) ...")
+    return load_artifacts(export_demo_bundle(scratch, [args.backend], seed=args.seed))
+
+
+def control_loop(args: argparse.Namespace, artifacts: PolicyArtifacts, policy: Policy, options: BackendOptions,
+                 load_s: float) -> int:
+    """Tick at ``args.rate`` for ``args.duration`` seconds and print the latency report."""
     c = artifacts.spec.config
     cams = ", ".join(f"{f.name} {f.shape[1]}x{f.shape[2]}" for f in artifacts.spec.cameras)
     print(f"policy: {args.checkpoint or 'embedded demo (seeded weights)'}; backend {args.backend}, "
@@ -61,14 +91,13 @@ def run(args: argparse.Namespace) -> int:
     policy.reset()
 
     stages = {name: RollingWindow(10**6) for name in ("preprocess", "inference", "postprocess", "control tick")}
-    ticks, period = RateMeter(10**6), 1.0 / args.rate
+    period = 1.0 / args.rate
     overruns, n_ticks, n_inferences = 0, 0, 0
     start = time.perf_counter()
     deadline = start
     while deadline - start < args.duration:
         obs = next(stream)
         tick_start = time.perf_counter()
-        ticks.tick(tick_start)
         policy.select_action(obs)
         tick_end = time.perf_counter()
         stages["control tick"].add((tick_end - tick_start) * 1e3)
@@ -86,7 +115,6 @@ def run(args: argparse.Namespace) -> int:
         else:
             time.sleep(deadline - tick_end)
     elapsed = time.perf_counter() - start
-    policy.close()
 
     print()
     print(format_table([(name, window.summary()) for name, window in stages.items()]))

@@ -3,7 +3,9 @@
 Run it anywhere; then run the kit's hailo_compile.sh on an x86_64 Linux machine with the
 Hailo Dataflow Compiler and copy the resulting hef/ files into BUNDLE/hailo/ on the robot.
 Calibration sources are those of `act-policy quantize`: a folder of .npz observations
-recorded on the robot, or 'synthetic' (demo scenes; fine for trying the flow, not for deployment).
+recorded on the robot, a LeRobot dataset (--episode), a rosbag2 (--state-topic, --camera
+FEATURE=TOPIC, --joint-names, --rate), or 'synthetic' (demo scenes; fine for trying the
+flow, not for deployment).
 """
 
 from __future__ import annotations
@@ -13,12 +15,14 @@ from pathlib import Path
 
 from act_policy.core.errors import CheckpointError
 from act_policy.hailo.kit import ARCHES
+from act_policy.tools.recording_options import add_recording_arguments, bag_options
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("bundle", type=Path, help="deploy bundle folder (from `act-policy export`)")
     parser.add_argument("--calib", required=True,
-                        help="calibration observations: a folder of .npz files, or 'synthetic'")
+                        help="calibration observations: a folder of .npz files, a LeRobot dataset, a rosbag2, "
+                             "or 'synthetic'")
     parser.add_argument("--arch", required=True, choices=ARCHES,
                         help="target chip: hailo8l (AI Kit, AI HAT+ 13 TOPS) or hailo8 (AI HAT+ 26 TOPS)")
     parser.add_argument("--out", required=True, type=Path, help="kit folder to create")
@@ -30,12 +34,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="model_optimization_flavor level in the model script (default 2; the DFC may lower "
                              "it on a machine without a GPU or with few calibration frames, and says so in its log)")
     parser.add_argument("--force", action="store_true", help="replace an existing kit folder")
+    add_recording_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     from act_policy.export import load_bundle, stderr_progress
     from act_policy.export.bundle import is_bundle
-    from act_policy.export.calibration import calibration_observations
+    from act_policy.export.calibration import calibration_observations, calibration_source
     from act_policy.hailo.kit import write_kit
 
     if not is_bundle(args.bundle):
@@ -44,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
     if args.calib_size < 1:
         raise CheckpointError(f"--calib-size must be at least 1, got {args.calib_size}")
     artifacts = load_bundle(args.bundle)
-    observations = calibration_observations(args.calib, artifacts.spec, artifacts.input_stats, args.calib_size)
+    source = calibration_source(args.calib, args.episode, bag_options(args))
+    observations = calibration_observations(source, artifacts.spec, artifacts.input_stats, args.calib_size)
     manifest = write_kit(artifacts, args.out, args.arch, observations, full=args.full, calib_size=args.calib_size,
                          optimization_level=args.optimization_level, progress=stderr_progress, overwrite=args.force)
     print(f"kit: {args.out} ({args.arch}; models: {', '.join(m.name for m in manifest.models)})")

@@ -1,7 +1,13 @@
 """Calibrate and quantize a bundle to static INT8 (act_int8.onnx, used by backend cpu_int8).
 
---calib FOLDER: recorded observations as .npz files (keys = input feature names, images uint8
-HxWx3 RGB, vectors float; one observation per file, or an episode with a leading time axis).
+--calib SOURCE: a folder of .npz observations (keys = input feature names, images uint8
+HxWx3 RGB, vectors float; one observation per file, or an episode with a leading time axis),
+a LeRobot dataset (--episode N), or a rosbag2 (--state-topic, --camera FEATURE=TOPIC,
+--joint-names, --rate), e.g.
+
+  act-policy quantize BUNDLE --calib my_bag/ --camera observation.images.front=/cam/image_raw \\
+      --joint-names shoulder_pan,shoulder_lift,elbow_flex,wrist_flex,wrist_roll,gripper --rate 10
+
 Without --calib (or --calib synthetic) the demo's synthetic scenes are used: fine for trying
 things out, not for a robot. Fewer observations than --samples is an error, never a silent cut.
 """
@@ -12,9 +18,10 @@ import argparse
 
 from act_policy.core.policy import load_policy
 from act_policy.export import reference_policy, stderr_progress
-from act_policy.export.calibration import SYNTHETIC
+from act_policy.export.calibration import SYNTHETIC, calibration_source
 from act_policy.export.fidelity import compare, held_out_observations
 from act_policy.export.quantize import ACTIVATION_TYPES, quantize_bundle
+from act_policy.tools.recording_options import add_recording_arguments, bag_options
 
 DEFAULT_SAMPLES = 64
 CHECK_SAMPLES = 8
@@ -22,15 +29,18 @@ CHECK_SAMPLES = 8
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("bundle", help="bundle folder written by `act-policy export`")
-    parser.add_argument("--calib", default=None, help=f"folder of .npz observations, or '{SYNTHETIC}' (default)")
+    parser.add_argument("--calib", default=None,
+                        help=f"folder of .npz observations, LeRobot dataset, rosbag2, or '{SYNTHETIC}' (default)")
     parser.add_argument("--samples", type=int, default=DEFAULT_SAMPLES,
                         help=f"calibration observations to use (default {DEFAULT_SAMPLES})")
     parser.add_argument("--activation-type", choices=ACTIVATION_TYPES, default="u8",
                         help="INT8 activation type: u8 (default, fastest on x86 VNNI) or s8 (try on ARM)")
+    add_recording_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    record = quantize_bundle(args.bundle, args.calib, args.samples, stderr_progress, args.activation_type)
+    source = calibration_source(args.calib, args.episode, bag_options(args))
+    record = quantize_bundle(args.bundle, source, args.samples, stderr_progress, args.activation_type)
     stderr_progress("checking act_int8.onnx against the float32 torch model")
     int8 = load_policy(args.bundle, backend="cpu_int8")
     reference = reference_policy(int8.artifacts)

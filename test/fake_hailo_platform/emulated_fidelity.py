@@ -4,8 +4,9 @@ Exports the demo bundle, writes a kit with synthetic calibration, compiles it wi
 (``--inside``: 8-bit weights and activations emulated inside the backbone too, see fake_dfc.py),
 loads the HEF with the fake HailoRT and compares action chunks with cpu_fp32 on
 ``act_policy.export.fidelity``'s held-out scenes. Prints fidelity only: the fake's timings are
-not an NPU's. Until ``act-policy benchmark`` labels emulated backends itself, this is how the
-numbers in docs/hailo.md were produced::
+not an NPU's. This is how the FP32-head numbers in docs/hailo.md were produced; on a bundle
+whose ``hailo/`` holds fake-compiled HEFs, ``act-policy benchmark --backends hailo`` with this
+folder on PYTHONPATH reports the same fidelity (and labels the backend emulated)::
 
     python test/fake_hailo_platform/emulated_fidelity.py --work /tmp/emu [--inside]
 """
