@@ -47,3 +47,30 @@ def test_demo_exports_the_embedded_policy_for_backends_that_run_a_bundle(monkeyp
     out = capsys.readouterr().out
     assert "exporting the demo policy for onnx_fp32" in out
     assert re.search(r"^inference\s+\d+", out, re.M)
+
+
+def test_demo_and_info_need_no_optional_dependency(tiny_checkpoint: Path) -> None:
+    """The README's first command installs torch alone: no other command's extras may be imported."""
+    import subprocess
+    import sys
+
+    blocked = ["onnx", "onnxruntime", "onnxslim", "av", "pyarrow", "matplotlib", "rosbags", "hailo_platform", "yaml"]
+    code = f"""
+import importlib.abc, importlib.machinery, sys
+class Missing(importlib.abc.Loader):  # behaves like an absent package when imported
+    def create_module(self, spec):
+        raise ModuleNotFoundError('No module named ' + repr(spec.name) + ' (hidden by the test)')
+    def exec_module(self, module):
+        pass
+class Hide(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in {blocked!r}:
+            return importlib.machinery.ModuleSpec(name, Missing(), origin=None)
+sys.meta_path.insert(0, Hide())
+from act_policy.tools.cli import main
+assert main(['info', {str(tiny_checkpoint)!r}]) == 0
+assert main(['demo', '--checkpoint', {str(tiny_checkpoint)!r}, '--duration', '0.2', '--threads', '1']) == 0
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "control:" in done.stdout

@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from act_policy.backends import BackendOptions, create_backend
 from act_policy.core.artifacts import PolicyArtifacts
@@ -25,7 +26,9 @@ from act_policy.export.bundle import (
     write_policy_document,
     write_weights,
 )
-from act_policy.export.onnx_export import Progress, export_graphs
+
+if TYPE_CHECKING:  # onnx is imported only when exporting: loading a bundle must not need it
+    from act_policy.export.onnx_export import Progress
 
 PARITY_SAMPLES = 3  # observations the exported graphs are checked on (seed below, distinct from calibration)
 PARITY_SEED = 11
@@ -43,6 +46,8 @@ def reference_policy(artifacts: PolicyArtifacts, num_threads: int | None = None)
 def export_bundle(artifacts: PolicyArtifacts, out: str | Path, progress: Progress = stderr_progress,
                   overwrite: bool = False) -> Path:
     """Write a deploy bundle for ``artifacts`` into ``out`` (see :mod:`act_policy.export.bundle`)."""
+    from act_policy.export.onnx_export import export_graphs
+
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         if not overwrite:

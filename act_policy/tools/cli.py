@@ -1,7 +1,9 @@
 """``act-policy`` entry point: dispatches to one module per sub-command.
 
-A tool module provides ``add_arguments(parser)`` and ``run(args) -> int``, plus a one-line
-module docstring used as its help text; adding a tool is one line in ``COMMANDS``.
+A tool module provides ``add_arguments(parser)`` and ``run(args) -> int`` and a docstring used
+as its ``--help`` description. Only the chosen command's module is imported, so a command never
+needs another command's optional dependencies (``demo`` runs with torch alone, without the
+``onnx`` or ``replay`` extras). Adding a tool is one line in ``COMMANDS``.
 """
 
 from __future__ import annotations
@@ -13,32 +15,40 @@ import sys
 
 from act_policy.core.errors import ActPolicyError
 
-COMMANDS: dict[str, str] = {
-    "demo": "act_policy.tools.demo",
-    "info": "act_policy.tools.info",
-    "export": "act_policy.tools.export",
-    "quantize": "act_policy.tools.quantize",
-    "benchmark": "act_policy.tools.benchmark",
-    "hailo-prepare": "act_policy.tools.hailo_prepare",
-    "replay": "act_policy.tools.replay",
+# name → (module, one-line summary for `act-policy --help`)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("act_policy.tools.demo", "run a policy on a synthetic arm and camera; per-stage latency"),
+    "info": ("act_policy.tools.info", "features, shapes, normalization, size and MACs of a checkpoint or bundle"),
+    "export": ("act_policy.tools.export", "LeRobot checkpoint → deploy bundle (policy.json, weights, ONNX)"),
+    "quantize": ("act_policy.tools.quantize", "calibrate a bundle to static INT8"),
+    "benchmark": ("act_policy.tools.benchmark", "latency, speedup and action fidelity of backends in one run"),
+    "hailo-prepare": ("act_policy.tools.hailo_prepare", "write a Hailo compile kit (ONNX → HEF) for a bundle"),
+    "replay": ("act_policy.tools.replay", "replay a recorded episode through backends, with plots"),
 }
 
 
+def _chosen_command(argv: list[str]) -> str | None:
+    return next((arg for arg in argv if arg in COMMANDS), None)
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="act-policy", description="Run and deploy LeRobot ACT policies.")
     parser.add_argument("--log-level", default="WARNING", help="Python logging level (default: WARNING)")
     sub = parser.add_subparsers(dest="command", required=True)
-    modules = {}
-    for name, module_name in COMMANDS.items():
+    chosen = _chosen_command(argv)
+    module = None
+    for name, (module_name, summary) in COMMANDS.items():
+        if name != chosen:
+            sub.add_parser(name, help=summary)
+            continue
         module = importlib.import_module(module_name)
-        summary = (module.__doc__ or "").strip().splitlines()[0]
         module.add_arguments(sub.add_parser(name, help=summary, description=module.__doc__,
                                             formatter_class=argparse.RawDescriptionHelpFormatter))
-        modules[name] = module
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     try:
-        return modules[args.command].run(args)
+        return module.run(args)
     except ActPolicyError as exc:
         print(f"act-policy {args.command}: error: {exc}", file=sys.stderr)
         return 2
