@@ -9,7 +9,6 @@ over every tensor with the hash LeRobot's own saved file had.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -22,21 +21,11 @@ from safetensors.torch import save_file
 import act_policy
 from act_policy.core.checkpoint import expected_shapes, load_lerobot_checkpoint
 from act_policy.core.config import parse_lerobot_config
-from act_policy.core.synthetic import seeded_state_dict
+from act_policy.core.synthetic import seeded_state_dict, state_dict_sha256
 
 FIXTURES = Path(__file__).parent / "fixtures" / "lerobot_parity"
 CASES = sorted(p.name for p in FIXTURES.iterdir() if (p / "episode.npz").is_file())
 TOLERANCE = 1e-4  # max abs error in action units
-
-
-def weights_sha256(weights: dict[str, np.ndarray]) -> str:
-    """The hash documented in weights.json['sha256_format']."""
-    digest = hashlib.sha256()
-    for name in sorted(weights):
-        array = np.ascontiguousarray(weights[name])
-        digest.update(f"{name}|{array.dtype.str}|{','.join(map(str, array.shape))}\n".encode())
-        digest.update(array.tobytes())
-    return digest.hexdigest()
 
 
 def regenerate_weights(case_dir: Path, meta: dict) -> dict[str, np.ndarray]:
@@ -53,7 +42,7 @@ def case(request, tmp_path: Path) -> tuple[Path, dict, dict]:
     folder = tmp_path / request.param
     shutil.copytree(source, folder)
     weights = regenerate_weights(source, meta)
-    assert weights_sha256(weights) == meta["sha256"], "regenerated weights differ from what LeRobot ran"
+    assert state_dict_sha256(weights) == meta["sha256"], "regenerated weights differ from what LeRobot ran"
     if (folder / "legacy_stats.safetensors").is_file():  # ≤ 0.3 layout: stats live in model.safetensors
         from safetensors.torch import load_file
 

@@ -8,6 +8,7 @@ independent of the order in which parameters are visited.
 
 from __future__ import annotations
 
+import hashlib
 import zlib
 from collections.abc import Iterator
 
@@ -92,6 +93,20 @@ def demo_artifacts(spec: PolicySpec | None = None, seed: int = 0) -> PolicyArtif
     stats = seeded_stats(spec, seed)
     return PolicyArtifacts(spec=spec, weights=weights, action_stats={spec.action.name: stats[spec.action.name]},
                            input_stats={f.name: stats[f.name] for f in spec.inputs})
+
+
+def state_dict_sha256(tensors: dict[str, np.ndarray]) -> str:
+    """Order-independent fingerprint of named arrays: ``name|dtype|shape\\n`` then raw bytes, names sorted.
+
+    Proves that weights regenerated from a seed are the ones another program ran (the LeRobot
+    parity fixtures store LeRobot's value of it).
+    """
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        array = np.ascontiguousarray(tensors[name])
+        digest.update(f"{name}|{array.dtype.str}|{','.join(map(str, array.shape))}\n".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
 
 
 def seeded_stats(spec: PolicySpec, seed: int) -> dict[str, dict[str, np.ndarray]]:
