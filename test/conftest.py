@@ -33,3 +33,12 @@ def tiny_checkpoint(tmp_path: Path, tiny_artifacts: PolicyArtifacts) -> Path:
     from lerobot_layout import write_checkpoint
 
     return write_checkpoint(tiny_artifacts, tmp_path / "pretrained_model")
+
+
+@pytest.fixture(scope="module")
+def tiny_torch_backend():
+    """(artifacts, cpu_fp32 backend) built once per module: the backend is stateless between calls."""
+    from act_policy.backends import create_backend
+
+    artifacts = demo_artifacts(tiny_spec(), seed=7)
+    return artifacts, create_backend("cpu_fp32", artifacts)

@@ -54,26 +54,14 @@ class GatedBackend(Backend):
         return self.inner.infer(inputs)
 
 
-@pytest.fixture(scope="module")
-def artifacts_and_backend():
-    """Built once per module: the tiny torch backend is stateless between calls."""
-    from conftest import tiny_spec
-
-    from act_policy.backends import create_backend
-    from act_policy.core.synthetic import demo_artifacts
-
-    artifacts = demo_artifacts(tiny_spec(), seed=7)
-    return artifacts, create_backend("cpu_fp32", artifacts)
+@pytest.fixture
+def backend(tiny_torch_backend):
+    return GatedBackend(tiny_torch_backend[1])
 
 
 @pytest.fixture
-def backend(artifacts_and_backend):
-    return GatedBackend(artifacts_and_backend[1])
-
-
-@pytest.fixture
-def make_node(monkeypatch, artifacts_and_backend, backend):
-    tiny_artifacts = artifacts_and_backend[0]
+def make_node(monkeypatch, tiny_torch_backend, backend):
+    tiny_artifacts = tiny_torch_backend[0]
     nodes = []
 
     def make(**params):

@@ -23,16 +23,9 @@ JOINTS = [f"joint{i}" for i in range(6)]
 CAM = "observation.images.front"
 
 
-@pytest.fixture(scope="module")
-def shared_backend():
-    """Built once per module: the tiny torch backend is stateless between calls and close() is a no-op."""
-    artifacts = demo_artifacts(tiny_spec(), seed=7)
-    return artifacts, create_backend("cpu_fp32", artifacts)
-
-
 @pytest.fixture
-def policy(shared_backend):
-    return Policy(*shared_backend)
+def policy(tiny_torch_backend):
+    return Policy(*tiny_torch_backend)
 
 
 def params(**overrides):

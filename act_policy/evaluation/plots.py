@@ -19,6 +19,13 @@ from act_policy.evaluation.replay import REFERENCE_BACKEND, BackendRun, ReplayRe
 DPI = 90
 
 
+def _save(fig, path: Path) -> None:
+    """Lay out, write and free a figure (pyplot keeps every open figure alive otherwise)."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    _pyplot().close(fig)
+
+
 def _pyplot():
     try:
         import matplotlib
@@ -54,9 +61,7 @@ def plot_trajectories(result: ReplayResult, run: BackendRun, path: Path) -> Path
         ax.set_xlabel("time (s)", fontsize=8)
     axes.flat[0].legend(fontsize=7, loc="best")
     fig.suptitle(f"{run.backend}: predicted vs recorded actions (open loop; ticks = inferences)", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
+    _save(fig, path)
     return path
 
 
@@ -77,9 +82,7 @@ def plot_latency(result: ReplayResult, path: Path) -> Path:
         ax.legend(fontsize=7)
         ax.tick_params(labelsize=7)
     axes[-1, 0].set_xlabel("pre-process + inference + post-process (ms)", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
+    _save(fig, path)
     return path
 
 
@@ -102,9 +105,7 @@ def plot_errors(result: ReplayResult, path: Path) -> Path | None:
         ax.legend(fontsize=7)
         ax.tick_params(labelsize=7)
     axes[-1, 0].set_xlabel("time (s)", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
+    _save(fig, path)
     return path
 
 
