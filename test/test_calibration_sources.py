@@ -29,6 +29,7 @@ FRONT = SPEC.cameras[0].name
 STATE = SPEC.state.name
 JOINTS = [f"arm_{i}" for i in range(6)]
 STEPS = 10
+RAD_TO_DEG = 57.29578
 
 
 def scene(steps: int = STEPS) -> tuple[np.ndarray, np.ndarray]:
@@ -38,8 +39,11 @@ def scene(steps: int = STEPS) -> tuple[np.ndarray, np.ndarray]:
     return frames, states.astype(np.float32)
 
 
-def write_scene_bag(folder: Path, steps: int = STEPS) -> Path:
-    """10 Hz joint states (joints published in reverse order) and bgr8 camera images with padded rows."""
+def write_scene_bag(folder: Path, steps: int = STEPS, joints_to_ros: float = 1.0) -> Path:
+    """10 Hz joint states (joints published in reverse order) and bgr8 camera images with padded rows.
+
+    Joint values are the scene's states times ``joints_to_ros``: the ROS units of a policy trained in other units.
+    """
     pytest.importorskip("rosbags")
     from dataset_layout import BagMessage, JazzyMessages, write_bag
 
@@ -48,7 +52,8 @@ def write_scene_bag(folder: Path, steps: int = STEPS) -> Path:
     messages = []
     for k in range(steps):
         stamp = 10**18 + k * 10**8
-        messages += [BagMessage("/follower/joint_states", stamp, m.joint_state(stamp, JOINTS[::-1], states[k][::-1])),
+        messages += [BagMessage("/follower/joint_states", stamp, m.joint_state(stamp, JOINTS[::-1],
+                                                                               states[k][::-1] * joints_to_ros)),
                      BagMessage("/camera/image_raw", stamp, m.image(stamp, frames[k], encoding="bgr8", pad=2))]
     return write_bag(folder, "sqlite3", messages)
 
@@ -98,6 +103,15 @@ def test_a_rosbag_gives_evenly_spaced_steps_with_joints_in_the_given_order(tmp_p
     chosen = [0, 3, 6, 9]  # round(linspace(0, 9, 4))
     np.testing.assert_array_equal(np.stack([o[STATE] for o in observations]), states[chosen])
     np.testing.assert_array_equal(np.stack([o[FRONT] for o in observations]), frames[chosen])
+
+
+def test_a_rosbag_in_radians_is_calibrated_on_the_policys_degrees_with_the_joint_scale(tmp_path: Path) -> None:
+    pytest.importorskip("av")
+    bag = write_scene_bag(tmp_path / "bag", joints_to_ros=1 / RAD_TO_DEG)
+    source = calibration_source(bag, bag_options=bag_options(joint_scale=[RAD_TO_DEG]))
+    assert str(source).endswith(", 10 Hz, joint scale [57.29578])")  # recorded in policy.json
+    observations = list(calibration_observations(source, SPEC, ARTIFACTS.input_stats, 4))
+    np.testing.assert_allclose(np.stack([o[STATE] for o in observations]), scene()[1][[0, 3, 6, 9]], atol=1e-4)
 
 
 def test_a_lerobot_dataset_gives_steps_of_the_chosen_episode(tmp_path: Path) -> None:
@@ -153,6 +167,8 @@ def test_a_dataset_episode_shorter_than_samples_is_an_error(tmp_path: Path) -> N
      "/follower/joint_states"),
     (["--camera", f"{FRONT}=/camera/image_raw"], "state topic '/joint_states' is not in the bag"),
     (["--state-topic", "/follower/joint_states"], rf"no camera topic given for \['{FRONT}'\]"),
+    (["--state-topic", "/follower/joint_states", "--camera", "front=/camera/image_raw", "--joint-scale", "1,2"],
+     r"--joint-scale: expected 1 or 6 values \(one per joint\), got 2; the joints \(--joint-names\): arm_0, "),
 ])
 def test_quantize_cli_names_a_wrong_or_missing_topic(bundle: Path, tmp_path: Path, capsys, flags: list[str],
                                                      message: str) -> None:
@@ -184,6 +200,9 @@ def test_every_tool_reading_recordings_shares_the_recording_options(command: lis
     with pytest.raises(SystemExit):
         main([*command, "--rate", "0"])
     assert "--rate: must be a positive number, got 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*command, "--joint-scale", "57.3,0"])
+    assert "--joint-scale: expected non-zero factors, got '57.3,0'" in capsys.readouterr().err
 
 
 def test_hailo_prepare_takes_its_calibration_frames_from_a_rosbag(bundle: Path, tmp_path: Path) -> None:

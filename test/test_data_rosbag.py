@@ -1,4 +1,4 @@
-"""rosbag2 reader: latest-before alignment at a fixed rate, joint order by name, image decoding, named errors."""
+"""rosbag2 reader: latest-before alignment at a fixed rate, joints by name and in policy units, images, errors."""
 
 from __future__ import annotations
 
@@ -154,3 +154,53 @@ def test_a_recording_gap_longer_than_max_age_is_an_error(tmp_path: Path) -> None
 def test_unsupported_image_encoding_names_topic_and_encoding(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match=r"/cam/image_raw message 0: unsupported image encoding '16UC1'"):
         read_episode(build_bag(tmp_path, image_kind="16UC1"), 0, tiny_spec(), options())
+
+
+RAD_TO_DEG = 57.29578
+
+
+@pytest.mark.parametrize("action_type", ["array", "joint_state"])
+def test_joint_scale_turns_the_recorded_radians_of_state_and_actions_into_policy_degrees(
+        tmp_path: Path, action_type: str) -> None:
+    bag = build_bag(tmp_path, action_type=action_type)
+    radians = read_episode(bag, 0, tiny_spec(), options())
+    degrees = read_episode(bag, 0, tiny_spec(), options(joint_scale=[RAD_TO_DEG]))
+    np.testing.assert_allclose(degrees.vectors["observation.state"], radians.vectors["observation.state"] * RAD_TO_DEG,
+                               rtol=1e-6)
+    np.testing.assert_allclose(degrees.actions, radians.actions * RAD_TO_DEG, rtol=1e-6)
+    assert degrees.vectors["observation.state"].dtype == degrees.actions.dtype == np.float32
+    assert f"joint units: policy = ros * {[RAD_TO_DEG] * 6}" in " ".join(degrees.notes)
+
+
+def test_joint_offsets_are_added_per_joint_in_policy_units_after_scaling(tmp_path: Path) -> None:
+    bag = build_bag(tmp_path)
+    scale, offset = np.array([1, 2, 1, 1, 1, 100 / 1.75]), np.array([0, 0, 0, 0, 90, -5])
+    raw = read_episode(bag, 0, tiny_spec(), options())
+    ep = read_episode(bag, 0, tiny_spec(), options(joint_scale=scale.tolist(), joint_offset=offset.tolist()))
+    np.testing.assert_allclose(ep.vectors["observation.state"], raw.vectors["observation.state"] * scale + offset,
+                               rtol=1e-6)
+    np.testing.assert_allclose(ep.actions, raw.actions * scale + offset, rtol=1e-6)
+
+
+def test_one_scale_value_applies_to_every_joint_of_the_first_state_message(tmp_path: Path) -> None:
+    bag = build_bag(tmp_path)
+    raw = read_episode(bag, 0, None, options(action_topic=None, joint_names=None))
+    ep = read_episode(bag, 0, None, options(action_topic=None, joint_names=None, joint_scale=[2.0]))
+    assert ep.vectors["observation.state"].shape[1] == 7
+    np.testing.assert_allclose(ep.vectors["observation.state"], raw.vectors["observation.state"] * 2, rtol=1e-6)
+
+
+def test_a_unit_mapping_for_another_number_of_joints_is_an_error_naming_the_joints(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match=r"joint_scale: expected 1 or 7 values \(one per joint\), got 6; the state "
+                                           r"joints \(the first state message's order\): j3, j0, j5, j1, j4, j2, "
+                                           r"gripper_aux"):
+        read_episode(build_bag(tmp_path), 0, None, options(action_topic=None, joint_names=None,
+                                                           joint_scale=[RAD_TO_DEG] * 6))
+
+
+def test_actions_without_joint_names_must_have_one_value_per_state_joint_to_be_converted(tmp_path: Path) -> None:
+    bag = build_bag(tmp_path)  # Float64MultiArray commands of 6 joints
+    with pytest.raises(DatasetError, match=r"/leader/commands has 6 values per message but the joint unit mapping is "
+                                           r"for the 5 state joints"):
+        read_episode(bag, 0, None, options(joint_names=JOINTS[:5], joint_scale=[RAD_TO_DEG]))
+    assert read_episode(bag, 0, None, options(joint_names=JOINTS[:5])).actions.shape[1] == 6  # as recorded: fine

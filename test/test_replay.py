@@ -211,39 +211,79 @@ def test_cli_replays_a_lerobot_dataset_and_writes_the_numbers(tiny_checkpoint: P
     assert "episode 9 does not exist; episodes in this dataset: 0-1" in capsys.readouterr().err
 
 
-def test_cli_replays_a_rosbag_with_topic_options(tiny_checkpoint: Path, tmp_path: Path) -> None:
+BAG_JOINTS = [f"arm_{i}" for i in range(6)]
+
+
+def write_episode_bag(source: Episode, path: Path, joints_to_ros: float = 1.0) -> Path:
+    """``source`` as a robot records it at 10 Hz: follower state (joints in reverse order), leader commands, camera.
+
+    Joint values are ``policy value * joints_to_ros``: the ROS units of a policy trained in other units.
+    """
     pytest.importorskip("rosbags")
-    pytest.importorskip("av")
-    pytest.importorskip("matplotlib")
     from dataset_layout import BagMessage, JazzyMessages, write_bag
 
+    m = JazzyMessages()
+    messages = []
+    for k, obs in enumerate(source.observations()):
+        stamp = 10**18 + k * 10**8
+        ros = obs["observation.state"].astype(np.float64) * joints_to_ros
+        messages += [BagMessage("/follower/joint_states", stamp,
+                                m.joint_state(stamp, BAG_JOINTS[::-1], ros[::-1].copy())),
+                     BagMessage("/leader/joint_states", stamp, m.joint_state(stamp, BAG_JOINTS, ros)),
+                     BagMessage("/camera/image_raw", stamp, m.image(stamp, obs[FRONT]))]
+    return write_bag(path, "mcap", messages)
+
+
+def replay_bag_cli(checkpoint: Path, bag: Path, out: Path, *flags: str) -> dict:
+    pytest.importorskip("av")
+    pytest.importorskip("matplotlib")
     from act_policy.tools.cli import main
 
-    m = JazzyMessages()
+    assert main(["replay", str(checkpoint), "--data", str(bag), "--rate", "10", "--out", str(out),
+                 "--action-topic", "/leader/joint_states", "--threads", "1", "--latency-samples", "0", *flags]) == 0
+    return json.loads((out / "replay.json").read_text())
+
+
+def own_state_errors(artifacts, source: Episode) -> np.ndarray:
+    """Mean error per joint when the recorded actions are the recorded states (what the bags above hold)."""
+    return replay(artifacts, dataclasses.replace(source, actions=source.vectors["observation.state"]),
+                  ["cpu_fp32"], latency_samples=0, num_threads=1).runs[0].vs_recorded.mean
+
+
+def test_cli_replays_a_rosbag_with_topic_options(tiny_checkpoint: Path, tmp_path: Path) -> None:
     artifacts = load_artifacts(tiny_checkpoint)
     source = synthetic_episode(artifacts, steps=10)
-    joints = [f"arm_{i}" for i in range(6)]
-    messages = []
-    for k, obs in enumerate(source.observations()):  # 10 Hz camera and joints, 1 s
-        stamp = 10**18 + k * 10**8
-        messages += [BagMessage("/follower/joint_states", stamp,
-                                m.joint_state(stamp, joints[::-1], obs["observation.state"][::-1])),
-                     BagMessage("/leader/joint_states", stamp, m.joint_state(stamp, joints, obs["observation.state"])),
-                     BagMessage("/camera/image_raw", stamp, m.image(stamp, obs[FRONT]))]
-    bag = write_bag(tmp_path / "bag", "mcap", messages)
-    out = tmp_path / "out"
-    assert main(["replay", str(tiny_checkpoint), "--data", str(bag), "--rate", "10", "--out", str(out),
-                 "--state-topic", "/follower/joint_states", "--camera", f"{FRONT}=/camera/image_raw",
-                 "--action-topic", "/leader/joint_states", "--joint-names", ",".join(joints),
-                 "--threads", "1", "--latency-samples", "0"]) == 0
-    report = json.loads((out / "replay.json").read_text())
-    assert report["episode"]["steps"] == 10 and report["joint_names"] == joints
+    bag = write_episode_bag(source, tmp_path / "bag")
+    report = replay_bag_cli(tiny_checkpoint, bag, tmp_path / "out", "--state-topic", "/follower/joint_states",
+                            "--camera", f"{FRONT}=/camera/image_raw", "--joint-names", ",".join(BAG_JOINTS))
+    assert report["episode"]["steps"] == 10 and report["joint_names"] == BAG_JOINTS
     # state reversed in the follower's messages and reordered by name: the replay saw the original episode
-    expected = replay(artifacts, dataclasses.replace(source, actions=source.vectors["observation.state"]),
-                      ["cpu_fp32"], latency_samples=0, num_threads=1).runs[0].vs_recorded
     recorded = report["backends"]["cpu_fp32"]["error_vs_recorded"]["per_joint"]
-    np.testing.assert_allclose([recorded[j]["mean"] for j in joints], expected.mean, rtol=1e-5)
+    np.testing.assert_allclose([recorded[j]["mean"] for j in BAG_JOINTS], own_state_errors(artifacts, source),
+                               rtol=1e-5)
     assert report["backends"]["cpu_fp32"]["control_rate"]["rate_hz"] == 10.0
+
+
+def test_cli_replays_a_rosbag_in_ros_units_through_the_nodes_params_file(tiny_checkpoint: Path,
+                                                                        tmp_path: Path) -> None:
+    """A policy trained in degrees, a bag in radians: the node's joint_scale gives the replay the policy's units."""
+    artifacts = load_artifacts(tiny_checkpoint)
+    source = synthetic_episode(artifacts, steps=10)
+    bag = write_episode_bag(source, tmp_path / "bag", joints_to_ros=1 / 57.29578)
+    params = tmp_path / "robot.yaml"
+    params.write_text(f"""/**:
+  ros__parameters:
+    joint_state_topic: /follower/joint_states
+    joint_names: [{", ".join(BAG_JOINTS)}]
+    joint_scale: {[57.29578] * 6}
+    camera_topics: [front=/camera/image_raw]
+""")
+    report = replay_bag_cli(tiny_checkpoint, bag, tmp_path / "out", "--node-params", str(params))
+    assert report["joint_names"] == BAG_JOINTS
+    recorded = report["backends"]["cpu_fp32"]["error_vs_recorded"]["per_joint"]
+    np.testing.assert_allclose([recorded[j]["mean"] for j in BAG_JOINTS], own_state_errors(artifacts, source),
+                               rtol=1e-4)
+    assert f"--node-params {params}" in (tmp_path / "out" / "report.md").read_text()
 
 
 def test_an_emulated_backend_gets_action_errors_but_no_latency_or_rate_verdict(tiny_checkpoint: Path,

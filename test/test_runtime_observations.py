@@ -1,4 +1,4 @@
-"""Camera images → policy RGB, joint states by name, and ROS ↔ policy unit conversion."""
+"""Camera images → policy RGB and joint states by name (unit conversion: test_joint_units.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import pytest
 
 from act_policy.core.errors import ObservationError
 from act_policy.runtime.observations import (
-    JointUnits,
     ObservationCache,
     RawImage,
     decode_image,
@@ -102,17 +101,6 @@ def test_bilinear_resize_uses_half_pixel_centres():
     flat = np.full((6, 6, 3), 77, np.uint8)
     assert np.all(resize_bilinear(flat, 11, 3) == 77)
     assert resize_bilinear(ramp, 2, 8) is ramp
-
-
-def test_joint_units_convert_both_ways():
-    deg = JointUnits([180 / math.pi, 100 / 1.5], [0.0, 0.0])  # degrees; gripper 0..1.5 rad → 0..100
-    assert np.allclose(deg.to_policy([math.pi / 2, 0.75]), [90.0, 50.0])
-    assert np.allclose(deg.to_ros([90.0, 100.0]), [math.pi / 2, 1.5])
-    shifted = JointUnits([2.0], [-10.0])
-    x = np.array([0.3])
-    assert np.allclose(shifted.to_ros(shifted.to_policy(x)), x)
-    with pytest.raises(ValueError, match="scale"):
-        JointUnits([0.0], [0.0])
 
 
 class Clock:

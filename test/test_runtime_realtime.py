@@ -16,9 +16,10 @@ import numpy as np
 import pytest
 
 from act_policy.core.config import STATE_KEY
+from act_policy.core.joint_units import JointUnits
 from act_policy.core.policy import StageTimes
 from act_policy.core.scheduling import TemporalEnsembler
-from act_policy.runtime.observations import JointUnits, ObservationCache, RawImage
+from act_policy.runtime.observations import ObservationCache, RawImage
 from act_policy.runtime.realtime import ActionSchedule, ControlLoop, LoopSettings
 from act_policy.runtime.safety import Hold, Limits
 

@@ -14,6 +14,10 @@ than ``max_age_s`` at some step (a recording gap) is an error naming the topic a
 Stamps are the bag's receive times by default, or the messages' ``header.stamp`` with
 ``use_header_stamps`` (topics without a header, such as Float64MultiArray, always use the
 receive time).
+
+Joint values — state and recorded actions — are ROS units (radians) in the bag; ``joint_scale`` /
+``joint_offset`` convert them to the policy's units with the node's own :class:`JointUnits`, so a
+calibration or replay on a bag sees exactly the values the node would feed the policy.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import numpy as np
 
 from act_policy.core.config import ACTION_KEY, STATE_KEY, PolicySpec
 from act_policy.core.image_messages import RawImage
+from act_policy.core.joint_units import JointUnits
 from act_policy.data.decoding import recorded_image
 from act_policy.data.episode import CameraStream, DatasetError, Episode, check_features, recorded_name
 
@@ -38,7 +43,7 @@ FLOAT64_ARRAY = "std_msgs/msg/Float64MultiArray"
 
 @dataclass(frozen=True)
 class BagOptions:
-    """Which topics feed which features, in what joint order, sampled at what rate."""
+    """Which topics feed which features, in what joint order and units, sampled at what rate."""
 
     state_topic: str = "/joint_states"
     camera_topics: Mapping[str, str] = field(default_factory=dict)  # feature name → Image/CompressedImage topic
@@ -47,6 +52,10 @@ class BagOptions:
     rate_hz: float = 30.0
     use_header_stamps: bool = False
     max_age_s: float = 0.5
+    # policy = ros * scale + offset for state and action entries, read like the node's joint_scale / joint_offset
+    # parameters: empty = 1 (resp. 0) for every joint, one value = every joint, else one per joint
+    joint_scale: Sequence[float] = ()
+    joint_offset: Sequence[float] = ()
 
 
 @dataclass
@@ -131,6 +140,7 @@ class RosbagEpisodeReader:
             cameras = {name: self._topic(reader, topic, (IMAGE, COMPRESSED_IMAGE), f"camera {name!r}")
                        for name, topic in o.camera_topics.items()}
             joint_names, shapes = self._scan(reader, state, action, cameras)
+        units = self._units(joint_names, action)
         available = {STATE_KEY: (len(joint_names),), **shapes}
         if action is not None:
             available[ACTION_KEY] = action.values[0].shape
@@ -146,14 +156,33 @@ class RosbagEpisodeReader:
                                lambda t=topic, idx=picks[topic.topic]: self._frames(t, idx))
             for name, topic in cameras.items()
         }
+        states = np.stack(state.values)[picks[state.topic]]
+        actions = np.stack(action.values)[picks[action.topic]] if action else None
+        notes = [f"rosbag2 {self.path.name}: {len(times)} steps at {o.rate_hz:g} Hz, latest-before sampling on "
+                 f"{'header' if o.use_header_stamps else 'receive'} stamps"]
+        if units is not None:
+            states = units.to_policy(states)
+            actions = units.to_policy(actions) if actions is not None else None
+            notes.append(f"joint units: policy = ros * {units.scale.tolist()} + {units.offset.tolist()}")
         return Episode(
             source=str(self.path), index=0, fps=o.rate_hz, timestamps=seconds,
-            vectors={STATE_KEY: np.stack(state.values)[picks[state.topic]]},
-            cameras=streams,
-            actions=np.stack(action.values)[picks[action.topic]] if action else None,
-            joint_names=tuple(joint_names),
-            notes=(f"rosbag2 {self.path.name}: {len(times)} steps at {o.rate_hz:g} Hz, latest-before sampling on "
-                   f"{'header' if o.use_header_stamps else 'receive'} stamps",))
+            vectors={STATE_KEY: states}, cameras=streams, actions=actions,
+            joint_names=tuple(joint_names), notes=tuple(notes))
+
+    def _units(self, joint_names: list[str], action: _Topic | None) -> JointUnits | None:
+        """The ROS → policy mapping for these joints; None when the values are used as recorded."""
+        o = self.options
+        if not o.joint_scale and not o.joint_offset:
+            return None
+        try:
+            units = JointUnits.from_parameters(o.joint_scale, o.joint_offset, len(joint_names))
+        except ValueError as exc:
+            order = "the given joint_names" if o.joint_names else "the first state message's order"
+            raise DatasetError(f"{self.path}: {exc}; the state joints ({order}): {', '.join(joint_names)}")
+        if action is not None and action.values[0].shape[0] != len(joint_names):
+            raise DatasetError(f"{self.path}: {action.topic} has {action.values[0].shape[0]} values per message but "
+                               f"the joint unit mapping is for the {len(joint_names)} state joints {joint_names}")
+        return units
 
     def _scan(self, reader: Any, state: _Topic, action: _Topic | None,
               cameras: dict[str, _Topic]) -> tuple[list[str], dict[str, tuple[int, int, int]]]:

@@ -73,7 +73,9 @@ class Recording:
         if o is None:
             return f"{self.path} (rosbag2)"
         cameras = ", ".join(f"{feature}={topic}" for feature, topic in o.camera_topics.items())
-        return f"{self.path} (rosbag2: state {o.state_topic}, cameras {cameras or 'none'}, {o.rate_hz:g} Hz)"
+        units = "".join(f", {name} {list(values)}" for name, values in (("joint scale", o.joint_scale),
+                                                                         ("joint offset", o.joint_offset)) if values)
+        return f"{self.path} (rosbag2: state {o.state_topic}, cameras {cameras or 'none'}, {o.rate_hz:g} Hz{units})"
 
 
 @dataclass(frozen=True)

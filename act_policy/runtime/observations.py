@@ -58,26 +58,6 @@ def to_policy_image(raw: RawImage, size: tuple[int, int], *, allow_resize: bool,
     return resize_bilinear(image, *size)
 
 
-class JointUnits:
-    """ROS joint values ↔ the units the policy was trained in: ``policy = ros * scale + offset``.
-
-    LeRobot arms record degrees or ±100 ranges while ROS uses radians; a wrong factor freezes
-    or saturates the arm, so both directions use the same two per-joint arrays.
-    """
-
-    def __init__(self, scale: Sequence[float], offset: Sequence[float]) -> None:
-        self.scale = np.asarray(scale, np.float64)
-        self.offset = np.asarray(offset, np.float64)
-        if self.scale.shape != self.offset.shape or np.any(self.scale == 0):
-            raise ValueError(f"joint scale {self.scale} and offset {self.offset} must match in length, scale != 0")
-
-    def to_policy(self, ros_values: np.ndarray) -> np.ndarray:
-        return (np.asarray(ros_values, np.float64) * self.scale + self.offset).astype(np.float32)
-
-    def to_ros(self, policy_values: np.ndarray) -> np.ndarray:
-        return (np.asarray(policy_values, np.float64) - self.offset) / self.scale
-
-
 @dataclass(frozen=True)
 class Capture:
     """The latest data at one instant, unconverted (cheap to take in the control tick)."""

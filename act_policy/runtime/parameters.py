@@ -265,15 +265,6 @@ def camera_topic_map(entries: Sequence[str]) -> dict[str, str]:
     return mapping
 
 
-def per_joint(values: Sequence[float], n: int, fill: float) -> tuple[float, ...]:
-    """Expand an optional per-joint array (empty → ``fill``, one value → broadcast)."""
-    if not values:
-        return (fill,) * n
-    if len(values) == 1:
-        return tuple(values) * n
-    return tuple(values)
-
-
 def _check_rules(s: Mapping[str, Any], context: PolicyContext | None) -> None:
     """Cross-parameter rules; the first violation is reported."""
     from act_policy.backends import BACKENDS

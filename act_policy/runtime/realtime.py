@@ -29,9 +29,10 @@ import numpy as np
 
 from act_policy.core.config import STATE_KEY
 from act_policy.core.errors import ObservationError
+from act_policy.core.joint_units import JointUnits
 from act_policy.core.policy import StageTimes
 from act_policy.core.scheduling import ChunkQueue, TemporalEnsembler
-from act_policy.runtime.observations import Capture, JointUnits, ObservationCache
+from act_policy.runtime.observations import Capture, ObservationCache
 from act_policy.runtime.safety import CommandGuard, Hold, Limits, stale_sources
 
 Observation = dict[str, np.ndarray]

@@ -13,10 +13,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from act_policy.backends import BackendOptions, create_backend
+from act_policy.core.joint_units import JointUnits
 from act_policy.core.policy import Policy, load_policy
 from act_policy.core.synthetic import demo_artifacts
 from act_policy.runtime.health import HealthMonitor, Report, assess
-from act_policy.runtime.observations import JointUnits, ObservationCache
+from act_policy.runtime.observations import ObservationCache
 from act_policy.runtime.parameters import (
     ParameterError,
     PolicyContext,
@@ -25,7 +26,6 @@ from act_policy.runtime.parameters import (
     camera_topic_map,
     effective_n_action_steps,
     effective_refill_threshold,
-    per_joint,
     validate,
 )
 from act_policy.runtime.realtime import ActionSchedule, ControlLoop, LoopSettings, TickResult, loop_settings
@@ -131,7 +131,7 @@ def build_runtime(settings: Mapping[str, Any], policy: Policy, *,
     sizes = {f.name: (f.shape[1], f.shape[2]) for f in policy.spec.cameras}
     cache = ObservationCache(cameras, sizes, s["joint_names"], s["joint_state_topic"],
                              allow_resize=s["allow_resize"], clock=clock)
-    units = JointUnits(per_joint(s["joint_scale"], n, 1.0), per_joint(s["joint_offset"], n, 0.0))
+    units = JointUnits.from_parameters(s["joint_scale"], s["joint_offset"], n)
     schedule = ActionSchedule(s["schedule_mode"], context.chunk_size, effective_n_action_steps(s, context),
                               effective_refill_threshold(s, context), s["temporal_ensemble_coeff"])
     recorder = ObservationRecorder()

@@ -4,8 +4,8 @@ Run it anywhere; then run the kit's hailo_compile.sh on an x86_64 Linux machine 
 Hailo Dataflow Compiler and copy the resulting hef/ files into BUNDLE/hailo/ on the robot.
 Calibration sources are those of `act-policy quantize`: a folder of .npz observations
 recorded on the robot, a LeRobot dataset (--episode), a rosbag2 (--state-topic, --camera
-FEATURE=TOPIC, --joint-names, --rate), or 'synthetic' (demo scenes; fine for trying the
-flow, not for deployment).
+FEATURE=TOPIC, --joint-names, --joint-scale, --joint-offset, --rate, or --node-params with the
+node's params file), or 'synthetic' (demo scenes; fine for trying the flow, not for deployment).
 """
 
 from __future__ import annotations

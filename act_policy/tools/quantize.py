@@ -3,10 +3,14 @@
 --calib SOURCE: a folder of .npz observations (keys = input feature names, images uint8
 HxWx3 RGB, vectors float; one observation per file, or an episode with a leading time axis),
 a LeRobot dataset (--episode N), or a rosbag2 (--state-topic, --camera FEATURE=TOPIC,
---joint-names, --rate), e.g.
+--joint-names, --joint-scale, --joint-offset, --rate, or the node's params file), e.g.
 
-  act-policy quantize BUNDLE --calib my_bag/ --camera observation.images.front=/cam/image_raw \\
-      --joint-names shoulder_pan,shoulder_lift,elbow_flex,wrist_flex,wrist_roll,gripper --rate 10
+  act-policy quantize BUNDLE --calib my_bag/ --camera front=/cam/image_raw --rate 10 \\
+      --joint-names shoulder_pan,shoulder_lift,elbow_flex,wrist_flex,wrist_roll,gripper --joint-scale 57.29578
+  act-policy quantize BUNDLE --calib my_bag/ --node-params config/so101_follower.yaml --rate 10
+
+A bag holds ROS units (radians): give the node's joint_scale / joint_offset so the state is
+calibrated in the units the node feeds the policy.
 
 Without --calib (or --calib synthetic) the demo's synthetic scenes are used: fine for trying
 things out, not for a robot. Fewer observations than --samples is an error, never a silent cut.

@@ -3,10 +3,13 @@
   act-policy replay CHECKPOINT --data DATASET --episode 3 --backends cpu_fp32,cpu_int8 --out replay/
   act-policy replay BUNDLE --data my_bag/ --state-topic /joint_states \\
       --camera observation.images.front=/camera/image_raw --action-topic /leader/joint_states --rate 30
+  act-policy replay BUNDLE --data my_bag/ --node-params robot.yaml --action-topic /leader/joint_states
 
 DATA is a LeRobot dataset folder (meta/info.json; v2.1 or v3.0) or a rosbag2 (sqlite3 or
-mcap). Writes report.md, PNG plots and replay.json to --out. cpu_fp32 always runs as the
-reference. Needs the `replay` extra: pyarrow, av, matplotlib, rosbags.
+mcap); a bag's joint values (ROS units) are converted to the policy's units like the node
+does, with --node-params (the node's params file) or --joint-scale / --joint-offset. Writes
+report.md, PNG plots and replay.json to --out. cpu_fp32 always runs as the reference. Needs
+the `replay` extra: pyarrow, av, matplotlib, rosbags, pyyaml.
 """
 
 from __future__ import annotations
