@@ -127,11 +127,21 @@ def test_ros2_param_set_with_an_integer_for_a_double_works_and_retimes_the_contr
     assert result.successful, result.reason
     assert n.runtime.settings["control_rate_hz"] == 15.0
     assert n._control_timer.timer_period_ns == int(1e9 / 15)
+    stored = n.get_parameter("control_rate_hz")  # `ros2 param get` shows the declared type
+    assert stored.type_ is Parameter.Type.DOUBLE and stored.value == 15.0
+    assert n.describe_parameter("control_rate_hz").type == Parameter.Type.DOUBLE.value
+
+
+def test_ros2_param_set_with_integers_for_a_double_array_stores_doubles(make_node):
+    n = active(make_node)
+    assert n.set_parameters([Parameter("max_joint_step", value=[1])])[0].successful
+    assert n.get_parameter("max_joint_step").type_ is Parameter.Type.DOUBLE_ARRAY
+    assert n.runtime.settings["max_joint_step"] == (1.0,)
 
 
 @pytest.mark.parametrize(("name", "value", "reason"), [
     ("control_rate_hz", "fast", "control_rate_hz: expected a finite number"),
-    ("control_rate_hz", 5000, "control_rate_hz: expected a value in [0.5, 1000] Hz"),  # int: rclpy skips the range
+    ("control_rate_hz", 5000, "Parameter control_rate_hz out of range"),  # int: made a double, so rclpy's range
     ("control_rate_hz", 5000.0, "Parameter control_rate_hz out of range"),  # double: rclpy's own range check
     ("n_action_steps", 11, "n_action_steps: expected at most chunk_size=10"),
     ("backend", "cpu_int8", "Trying to set a read-only parameter: backend."),
@@ -139,9 +149,11 @@ def test_ros2_param_set_with_an_integer_for_a_double_works_and_retimes_the_contr
 def test_invalid_values_are_refused_with_a_reason_and_change_nothing(make_node, name, value, reason):
     n = active(make_node)
     before = dict(n.runtime.settings)
+    before_type = n.describe_parameter(name).type
     [result] = n.set_parameters([Parameter(name, value=value)])
     assert not result.successful and reason in result.reason
     assert dict(n.runtime.settings) == before
+    assert n.describe_parameter(name).type == before_type  # rclpy retypes dynamic parameters; the node undoes it
 
 
 def test_a_set_of_changes_is_applied_all_or_nothing(make_node):
@@ -270,6 +282,17 @@ def test_enable_service_holds_and_reset_clears_the_queue(make_node):
     assert np.array_equal(commands[-1].data, commands[-2].data)
     assert reset.call(Trigger.Request()).success
     assert enable.call(SetBool.Request(data=True)).success
+
+
+def test_a_hold_is_logged_once_when_it_starts_not_every_tick(make_node):
+    n = active(make_node, max_image_age_ms=1.0, max_joint_state_age_ms=1.0)
+    topic(n, "/camera/image_raw").deliver(image())
+    topic(n, "/joint_states").deliver(joints([0.0] * 6))
+    for _ in range(5):  # the observations age between ticks, so the hold's details differ every tick
+        time.sleep(0.003)
+        n._control_timer.fire()
+    stale = [m for level, m in n.get_logger().records if level == "warning" and "observation too old" in m]
+    assert len(stale) == 1 and "observation.images.front" in stale[0]
 
 
 def test_deactivated_node_publishes_no_commands(make_node):

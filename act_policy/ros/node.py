@@ -69,6 +69,20 @@ def parameter_descriptor(spec: ParamSpec) -> ParameterDescriptor:
     return d
 
 
+def canonical_parameters(parameters: list[Parameter]) -> list[Parameter]:
+    """Integers given for a double or double array (``ros2 param set /act_policy control_rate_hz 50``)
+    become doubles before rclpy stores them, so ``ros2 param get``/``dump`` show the declared type."""
+    out = []
+    for p in parameters:
+        spec = SPECS.get(p.name)
+        if spec is not None and spec.type is ParamType.DOUBLE and p.type_ is Parameter.Type.INTEGER:
+            p = Parameter(p.name, Parameter.Type.DOUBLE, float(p.value))
+        elif spec is not None and spec.type is ParamType.DOUBLE_ARRAY and p.type_ is Parameter.Type.INTEGER_ARRAY:
+            p = Parameter(p.name, Parameter.Type.DOUBLE_ARRAY, [float(v) for v in p.value])
+        out.append(p)
+    return out
+
+
 class ActPolicyNode(LifecycleNode):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(NODE_NAME, **kwargs)
@@ -89,7 +103,8 @@ class ActPolicyNode(LifecycleNode):
         self._chunk_pub: Any = None
         self._latency_pub: Any = None
         self._diagnostics_pub: Any = None
-        self._last_hold: str | None = None
+        self._last_hold: Hold | None = None
+        self.add_pre_set_parameters_callback(canonical_parameters)
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.create_service(SetBool, "~/enable", self._on_enable, callback_group=self._service_group)
         self.create_service(Trigger, "~/reset", self._on_reset, callback_group=self._service_group)
@@ -236,17 +251,17 @@ class ActPolicyNode(LifecycleNode):
         self._latency_pub.publish(msg)
 
     def _log_hold(self, result: TickResult) -> None:
-        """Log when the reason for holding changes; a momentarily empty queue is left to /diagnostics."""
-        if result.hold is Hold.STARVED:
+        """Log once when the reason for holding changes, not every tick (its details, such as ages, change
+        every tick and would flood /rosout at the control rate); a momentarily empty queue is left to
+        /diagnostics."""
+        if result.hold is Hold.STARVED or result.hold == self._last_hold:
             return
-        text = None if result.hold is None else f"holding: {result.hold.value}" + (
-            f" ({result.detail})" if result.detail else "")
-        if text != self._last_hold:
-            if text is None:
-                self.get_logger().info("commanding")
-            else:
-                self.get_logger().warning(text)
-            self._last_hold = text
+        if result.hold is None:
+            self.get_logger().info("commanding")
+        else:
+            detail = f" ({result.detail})" if result.detail else ""
+            self.get_logger().warning(f"holding: {result.hold.value}{detail}")
+        self._last_hold = result.hold
 
     def _on_diagnostics(self) -> None:
         rt = self.runtime
@@ -274,6 +289,10 @@ class ActPolicyNode(LifecycleNode):
                 if new["control_rate_hz"] != old_rate and self._control_timer is not None:
                     self._control_timer.timer_period_ns = int(1e9 / new["control_rate_hz"])
         except ParameterError as exc:
+            # rclpy has already retyped the descriptors of dynamically typed parameters to the refused
+            # value's type; put them back so that `ros2 param describe` shows that nothing changed
+            for name in changes:
+                self.describe_parameter(name).type = self.get_parameter(name).type_.value
             return SetParametersResult(successful=False, reason=str(exc))
         self._values.update(changes)
         return SetParametersResult(successful=True)

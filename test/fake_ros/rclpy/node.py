@@ -6,7 +6,8 @@ callback_group, event_callbacks, qos_overriding_options, publisher_class)``,
 qos_overriding_options, raw)``, ``create_service(srv_type, srv_name, callback, *, qos_profile,
 callback_group)``, ``create_timer(timer_period_sec, callback, callback_group=None, clock=None,
 autostart=True)``, ``declare_parameter(name, value=None, descriptor=None, ignore_override=False)``
-and the parameter rules of ``declare_parameters`` / ``_apply_descriptor`` / ``set_parameters``:
+and the parameter rules of ``declare_parameters`` / ``_apply_descriptor`` / ``set_parameters``
+(pre-set callbacks only on set, never on declare):
 overrides win over defaults, the type comes from the default unless ``dynamic_typing``, read-only
 and type are checked, ranges only for INTEGER / DOUBLE values, and every on-set callback runs
 (also at declare time) — a refusal at declare time raises InvalidParameterValueException.
@@ -158,6 +159,7 @@ class Node:
         self._parameters: dict[str, Parameter] = {}
         self._descriptors: dict[str, ParameterDescriptor] = {}
         self._on_set_callbacks: list[Callable[[list[Parameter]], SetParametersResult]] = []
+        self._pre_set_callbacks: list[Callable[[list[Parameter]], list[Parameter]]] = []
         self._logger = FakeLogger()
         self._clock = Clock(clock_type=ClockType.ROS_TIME)
         self.default_callback_group = MutuallyExclusiveCallbackGroup()
@@ -248,6 +250,12 @@ class Node:
             raise ParameterNotDeclaredException(name)
         return self._descriptors[name]
 
+    def add_pre_set_parameters_callback(self, callback: Callable[[list[Parameter]], list[Parameter]]) -> None:
+        self._pre_set_callbacks.insert(0, callback)
+
+    def remove_pre_set_parameters_callback(self, callback: Callable) -> None:
+        self._pre_set_callbacks.remove(callback)
+
     def add_on_set_parameters_callback(self, callback: Callable[[list[Parameter]], SetParametersResult]) -> None:
         self._on_set_callbacks.insert(0, callback)
 
@@ -259,6 +267,12 @@ class Node:
         return [self.set_parameters_atomically([p]) for p in parameter_list]
 
     def set_parameters_atomically(self, parameter_list: list[Parameter]) -> SetParametersResult:
+        if self._pre_set_callbacks:  # each callback sees the original list; their outputs are concatenated
+            parameter_list = [p for callback in self._pre_set_callbacks for p in callback(parameter_list)]
+            if not parameter_list:
+                return SetParametersResult(successful=False, reason=(
+                    "parameter list cannot be empty, this might be due to pre_set_parameters_callback "
+                    "modifying the original parameters list."))
         for p in parameter_list:
             if p.name not in self._parameters:
                 raise ParameterNotDeclaredException(p.name)
