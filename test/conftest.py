@@ -42,3 +42,19 @@ def tiny_torch_backend():
 
     artifacts = demo_artifacts(tiny_spec(), seed=7)
     return artifacts, create_backend("cpu_fp32", artifacts)
+
+
+class FallenBackBackend:
+    """A policy backend that, like the hailo backend without an NPU, hands the work to cpu_fp32."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.name = "hailo"
+
+    def __getattr__(self, attr):
+        return getattr(self.inner, attr)
+
+    def describe(self):
+        return {**self.inner.describe(), "backend": "hailo", "npu": False, "fallback_backend": "cpu_fp32",
+                "fallback_reason": "no Hailo device found"}
+

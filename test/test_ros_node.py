@@ -14,6 +14,7 @@ import time
 import numpy as np
 import pytest
 import ros_fakes
+from conftest import FallenBackBackend
 
 from act_policy.backends.base import Backend
 from act_policy.core.policy import Policy
@@ -293,6 +294,15 @@ def test_a_hold_is_logged_once_when_it_starts_not_every_tick(make_node):
         n._control_timer.fire()
     stale = [m for level, m in n.get_logger().records if level == "warning" and "observation too old" in m]
     assert len(stale) == 1 and "observation.images.front" in stale[0]
+
+
+def test_a_backend_fallback_is_logged_as_a_warning_at_configure(make_node, monkeypatch, tiny_torch_backend):
+    artifacts, backend = tiny_torch_backend
+    n = make_node()
+    monkeypatch.setattr(node_module, "load_node_policy", lambda settings: Policy(artifacts, FallenBackBackend(backend)))
+    assert n.trigger_configure() is TransitionCallbackReturn.SUCCESS
+    warnings = [m for level, m in n.get_logger().records if level == "warning"]
+    assert "backend hailo (fallback cpu_fp32): running on fallback cpu_fp32: no Hailo device found" in warnings
 
 
 def test_deactivated_node_publishes_no_commands(make_node):

@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import tiny_spec
+from conftest import FallenBackBackend, tiny_spec
 
 from act_policy.backends import create_backend
 from act_policy.core.config import ENV_STATE_KEY, STATE_KEY, Feature, FeatureType
@@ -143,5 +143,18 @@ def test_health_levels(policy):
         rt.tick()
         report = rt.report()
         assert report.level is Level.ERROR and "holding: observation too old (joint_states" in report.message
+    finally:
+        rt.close()
+
+
+def test_a_fallback_backend_is_named_and_keeps_the_status_at_warning(tiny_torch_backend):
+    artifacts, backend = tiny_torch_backend
+    rt = build_runtime(params(), Policy(artifacts, FallenBackBackend(backend)))
+    try:
+        assert rt.backend == "hailo (fallback cpu_fp32)"
+        report = rt.report()  # inactive: would be OK on the NPU
+        assert report.level is Level.WARN
+        assert "running on fallback cpu_fp32: no Hailo device found" in report.message
+        assert ("backend", "hailo (fallback cpu_fp32)") in report.values
     finally:
         rt.close()

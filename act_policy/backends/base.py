@@ -62,3 +62,10 @@ class Backend(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook; most backends hold nothing to release
         """Release devices and threads; the backend is unusable afterwards."""
+
+
+def backend_label(facts: Mapping[str, Any]) -> str:
+    """The backend as reports name it, from its ``describe()`` facts: ``hailo (fallback cpu_int8)`` when
+    another backend does the work, so no log, diagnostic or table credits the NPU with CPU latency."""
+    name = str(facts.get("backend"))
+    return f"{name} (fallback {facts['fallback_backend']})" if facts.get("fallback_backend") else name

@@ -133,6 +133,8 @@ class ActPolicyNode(LifecycleNode):
             f"configured: {rt.policy.describe()}; cameras {rt.camera_topics}; joints {list(rt.cache.joint_names)} "
             f"from {rt.settings['joint_state_topic']}; commands ({rt.settings['command_type']}) on "
             f"{rt.settings['command_topic']} at {rt.settings['control_rate_hz']:g} Hz, {rt.settings['schedule_mode']}")
+        if rt.backend_warning:
+            self.get_logger().warning(f"backend {rt.backend}: {rt.backend_warning}")
         return super().on_configure(state)
 
     def on_activate(self, state: State) -> TransitionCallbackReturn:
@@ -242,7 +244,7 @@ class ActPolicyNode(LifecycleNode):
         t = done.times
         msg = InferenceLatency(
             sequence=done.job.seq, observation_step=done.job.obs_step,
-            backend=str(rt.policy.describe().get("backend")),
+            backend=rt.backend,
             convert_ms=float(done.convert_ms), preprocess_ms=float(t.preprocess_ms),
             inference_ms=float(t.inference_ms), postprocess_ms=float(t.postprocess_ms),
             total_ms=float(done.total_ms), observation_age_ms=float(done.job.observation_age_ms),
@@ -270,7 +272,7 @@ class ActPolicyNode(LifecycleNode):
         report = rt.report()
         name = f"{self.get_name()}: policy"
         self._diagnostics_pub.publish(diagnostic_array(
-            report, name, str(rt.policy.describe().get("backend")), self.get_clock().now().to_msg()))
+            report, name, rt.backend, self.get_clock().now().to_msg()))
 
     # ------------------------------------------------------------------ parameters and services
     def _on_set_parameters(self, parameters: list[Parameter]) -> SetParametersResult:

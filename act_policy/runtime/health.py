@@ -78,7 +78,7 @@ def _ms(value: float) -> str:
 
 
 def assess(loop: ControlLoop, monitor: HealthMonitor, *, backend: str, control_rate_hz: float,
-           recorder_info: str = "off") -> Report:
+           recorder_info: str = "off", backend_warning: str | None = None) -> Report:
     """The node's diagnostic status: the level, a one-line message and key-values."""
     period_ms = 1e3 / control_rate_hz
     schedule, guard, c = loop.schedule, loop.guard, loop.counters
@@ -91,7 +91,7 @@ def assess(loop: ControlLoop, monitor: HealthMonitor, *, backend: str, control_r
     ages = loop.cache.ages_ms()
 
     level, message = Level.OK, "commanding"
-    warnings: list[str] = []
+    warnings: list[str] = [backend_warning] if backend_warning else []
     if recent["starved"]:
         warnings.append(f"queue ran dry for {recent['starved']} ticks: inference (p95 {_ms(inference.p95)} ms) "
                         f"is slower than the refill margin; raise refill_threshold or lower control_rate_hz")

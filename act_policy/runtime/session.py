@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from act_policy.backends import BackendOptions, create_backend
+from act_policy.backends import BackendOptions, backend_label, create_backend
 from act_policy.core.joint_units import JointUnits
 from act_policy.core.policy import Policy, load_policy
 from act_policy.core.synthetic import demo_artifacts
@@ -80,6 +80,19 @@ class Runtime:
     def camera_topics(self) -> dict[str, str]:
         return dict(self.cache.camera_topics)
 
+    @property
+    def backend(self) -> str:
+        """The backend's name for logs and diagnostics, marked when a fallback does the work."""
+        return backend_label(self.policy.describe())
+
+    @property
+    def backend_warning(self) -> str | None:
+        """Why the configured backend is not the one running (a Hailo NPU that is missing), if so."""
+        facts = self.policy.describe()
+        if not facts.get("fallback_backend"):
+            return None
+        return f"running on fallback {facts['fallback_backend']}: {facts.get('fallback_reason')}"
+
     def apply(self, changes: Mapping[str, Any]) -> Settings:
         """Validate and apply live changes atomically; ParameterError (and nothing changed) if refused."""
         new = apply_changes(self.settings, changes, self.context)
@@ -101,7 +114,7 @@ class Runtime:
         return result
 
     def report(self) -> Report:
-        return assess(self.loop, self.monitor, backend=str(self.policy.describe().get("backend")),
+        return assess(self.loop, self.monitor, backend=self.backend, backend_warning=self.backend_warning,
                       control_rate_hz=self.settings["control_rate_hz"], recorder_info=self.recording_info())
 
     def recording_info(self) -> str:

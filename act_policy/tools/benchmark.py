@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from act_policy.backends import BACKENDS, BackendOptions, create_backend
+from act_policy.backends import BACKENDS, BackendOptions, backend_label, create_backend
 from act_policy.backends.torch_fp32 import build_prepared_model
 from act_policy.core.errors import BackendError
 from act_policy.core.macs import count_macs
@@ -154,9 +154,7 @@ def row_label(name: str, result: dict[str, Any]) -> str:
     """The backend's name, marked when its numbers are not the device's own (emulated, or a fallback)."""
     if result[EMULATED]:
         return f"{name} ({EMULATED})"
-    if result.get("fallback_backend"):
-        return f"{name} (fallback {result['fallback_backend']})"
-    return name
+    return backend_label({**result, "backend": name})
 
 
 def _cell(value: float | None, spec: str, suffix: str = "") -> str:
