@@ -105,6 +105,19 @@ def test_backend_and_robot_files_combine_into_a_valid_configuration(backend_file
     assert len(settings["joint_names"]) == len(settings["joint_scale"]) == 6
 
 
+def test_the_demo_config_runs_the_seeded_policy_on_a_topic_no_controller_listens_to():
+    from act_policy.runtime.session import build_runtime, load_node_policy
+
+    settings = validate({**config_parameters(ROOT / "config" / "pi5_cpu.yaml"),  # as the launch file merges them
+                         **config_parameters(ROOT / "config" / "demo.yaml")})
+    assert settings["command_topic"] == "/act_policy_demo/commands"
+    rt = build_runtime(settings, load_node_policy(settings))
+    try:
+        assert rt.backend == "cpu_fp32" and rt.cache.allow_resize
+    finally:
+        rt.close()
+
+
 # --------------------------------------------------------------------------- launch files
 def load_launch_file(name: str):
     """Import a launch file the way `ros2 launch` does (a module loaded from its path)."""
