@@ -139,3 +139,10 @@ def test_committed_parameter_reference_is_up_to_date():
         "docs/parameters.md is stale: regenerate with "
         "python -c 'from act_policy.runtime.parameters import parameters_markdown as m; "
         "open(\"docs/parameters.md\", \"w\").write(m())'")
+
+
+def test_readme_parameter_table_is_the_generated_one():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    begin, end = "<!-- parameters:begin -->\n", "<!-- parameters:end -->"
+    table = readme[readme.index(begin) + len(begin):readme.index(end)]
+    assert table == P.parameters_table(), "README.md parameter table is stale: paste parameters_table() there"

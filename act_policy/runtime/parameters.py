@@ -344,9 +344,21 @@ def descriptor_text(spec: ParamSpec) -> tuple[str, str]:
     return spec.description + unit, constraints
 
 
+def parameters_table() -> str:
+    """The parameter table in Markdown, generated from :data:`PARAMETERS` (docs/parameters.md and README)."""
+    lines = ["| name | type | default | range / choices | unit | live | description |",
+             "|---|---|---|---|---|---|---|"]
+    for p in PARAMETERS:
+        default = json.dumps(list(p.default) if isinstance(p.default, tuple) else p.default)
+        live = "no" if p.read_only else "yes"
+        desc = p.description.replace("|", "\\|")
+        lines.append(f"| `{p.name}` | {p.type.value} | `{default}` | {p.range_text()} | {p.unit} | {live} | {desc} |")
+    return "\n".join(lines) + "\n"
+
+
 def parameters_markdown() -> str:
-    """The parameter reference (docs/parameters.md), generated from :data:`PARAMETERS`."""
-    lines = [
+    """The parameter reference (docs/parameters.md)."""
+    return "\n".join([
         "# act_policy node parameters",
         "",
         "Generated from `act_policy/runtime/parameters.py` by `act_policy.runtime.parameters."
@@ -356,15 +368,7 @@ def parameters_markdown() -> str:
         "live ones change with `ros2 param set` and take effect on the next control tick. A refused "
         "change returns a reason and changes nothing.",
         "",
-        "| name | type | default | range / choices | unit | live | description |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for p in PARAMETERS:
-        default = json.dumps(list(p.default) if isinstance(p.default, tuple) else p.default)
-        live = "no" if p.read_only else "yes"
-        desc = p.description.replace("|", "\\|")
-        lines.append(f"| `{p.name}` | {p.type.value} | `{default}` | {p.range_text()} | {p.unit} | {live} | {desc} |")
-    return "\n".join(lines) + "\n"
+    ]) + "\n" + parameters_table()
 
 
 def _fmt(v: float) -> str:
