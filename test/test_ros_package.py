@@ -19,7 +19,7 @@ import pytest
 import ros_fakes
 import yaml
 
-from act_policy.runtime.parameters import SPECS, coerce, validate
+from act_policy.runtime.parameters import NODE_NAME, SPECS, coerce, validate
 
 ROOT = ros_fakes.ROOT
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -156,7 +156,7 @@ def test_launch_files_start_the_lifecycle_node_and_drive_it_to_active(launch_fil
             "arm_launch_file", "camera_driver", "camera_topic"} <= {d.name for d in declared}
     [node] = [a for a in actions if isinstance(a, LifecycleNode)]
     assert (node.package, node.executable, node.name, node.namespace) == ("act_policy", "act_policy_node",
-                                                                          "act_policy", "arm1")
+                                                                          NODE_NAME, "arm1")
     backend_params, robot_params, overrides = node.kwargs["parameters"]
     assert backend_params.substitutions[-1] == backend_file and robot_params.substitutions[-1] == "so101_follower.yaml"
     assert overrides == {"use_sim_time": True, "model_path": "/models/act_so101"}

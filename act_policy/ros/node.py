@@ -38,6 +38,7 @@ from act_policy.core.errors import ActPolicyError, ObservationError
 from act_policy.msg import InferenceLatency
 from act_policy.ros.conversions import COMMAND_MESSAGES, chunk_message, command_message, diagnostic_array, raw_image
 from act_policy.runtime.parameters import (
+    NODE_NAME,
     PARAMETERS,
     SPECS,
     ParameterError,
@@ -53,7 +54,6 @@ from act_policy.runtime.realtime import TickResult
 from act_policy.runtime.safety import Hold
 from act_policy.runtime.session import Runtime, build_runtime, load_node_policy
 
-NODE_NAME = "act_policy"
 COMMAND_QOS_DEPTH = 10
 
 

@@ -65,6 +65,8 @@ SCHEDULE_MODES = ("async", "sync", "temporal_ensemble")
 
 P = ParamSpec
 T = ParamType
+NODE_NAME = "act_policy"  # the node's default name: `ros2 param set /act_policy ...`, params file sections
+
 PARAMETERS: tuple[ParamSpec, ...] = (
     # ---------------------------------------------------------------- read-only (configure time)
     P("model_path", T.STRING, "", "LeRobot `pretrained_model` folder or act_policy deploy bundle. `demo` loads "

@@ -14,9 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from act_policy.runtime.parameters import ParameterError, Settings, validate
+from act_policy.runtime.parameters import NODE_NAME, ParameterError, Settings, validate
 
-NODE_NAME = "act_policy"  # the name the launch files give the node
 _NODE_KEYS = ("*", "**", NODE_NAME)  # last segment of the section keys that apply: /**, /act_policy, /ns/act_policy
 
 
