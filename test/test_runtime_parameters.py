@@ -146,3 +146,10 @@ def test_readme_parameter_table_is_the_generated_one():
     begin, end = "<!-- parameters:begin -->\n", "<!-- parameters:end -->"
     table = readme[readme.index(begin) + len(begin):readme.index(end)]
     assert table == P.parameters_table(), "README.md parameter table is stale: paste parameters_table() there"
+
+
+def test_a_dumped_empty_array_loads_again_as_empty():
+    # `ros2 param dump` writes an unset (empty) array as `null`; rcl's YAML parser returns that as "null"
+    assert validate({"joint_scale": "null", "joint_lower_limits": None})["joint_scale"] == ()
+    with pytest.raises(ParameterError, match="joint_scale: expected a list"):
+        validate({"joint_scale": "nul"})

@@ -65,6 +65,7 @@ SCHEDULE_MODES = ("async", "sync", "temporal_ensemble")
 
 P = ParamSpec
 T = ParamType
+UNSET_IN_DUMPS = "null"  # an empty array parameter after `ros2 param dump` and reloading the file
 NODE_NAME = "act_policy"  # the node's default name: `ros2 param set /act_policy ...`, params file sections
 
 PARAMETERS: tuple[ParamSpec, ...] = (
@@ -165,7 +166,9 @@ def defaults() -> dict[str, Any]:
 def coerce(spec: ParamSpec, value: Any) -> Any:
     """Return ``value`` in the parameter's canonical Python type or raise ParameterError.
 
-    Empty arrays may arrive as ``None`` (ROS cannot type an empty list, see ros_default).
+    Empty arrays may arrive as ``None`` (ROS cannot type an empty list, see ros_default), or as the
+    string ``"null"``: that is how ``ros2 param dump`` writes them and how rcl's YAML parser reads the
+    dump back, so a dumped configuration must load again.
     """
     def fail(expected: str) -> ParameterError:
         return ParameterError(f"{spec.name}: expected {expected}, got {value!r}")
@@ -190,7 +193,7 @@ def coerce(spec: ParamSpec, value: Any) -> Any:
         if spec.choices and value not in spec.choices:
             raise fail("one of " + ", ".join(spec.choices))
         return value
-    if value is None:
+    if value is None or value == UNSET_IN_DUMPS:
         return ()
     if not isinstance(value, (list, tuple)) and not hasattr(value, "tolist"):
         raise fail("a list")
