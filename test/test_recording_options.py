@@ -82,14 +82,28 @@ def test_a_camera_given_twice_is_refused_whether_short_or_full_names_are_used() 
 
 
 def test_the_files_units_for_other_joints_than_the_given_ones_name_the_file() -> None:
-    with pytest.raises(ParameterError, match=rf"^joint_scale in {ROBOT_FILE}: expected 1 or 2 values \(one per "
-                                             r"joint\), got 6; the joints \(--joint-names\): a, b$"):
+    with pytest.raises(ParameterError, match=rf"^joint_scale in {ROBOT_FILE} gives values for the joints "
+                                             r"shoulder_pan, .*, gripper, not for a, b \(--joint-names\)$"):
         bag_options(parse("--node-params", str(ROBOT_FILE), "--joint-names", "a,b"))
+
+
+def test_the_files_units_follow_their_joint_names_when_joint_names_reorders_them() -> None:
+    o = bag_options(parse("--node-params", str(ROBOT_FILE), "--joint-names", "gripper,shoulder_pan"))
+    assert tuple(o.joint_names) == ("gripper", "shoulder_pan") and o.joint_scale == (57.142857, 57.29578)
+
+
+def test_a_ros2_param_dump_of_the_node_is_a_params_file(tmp_path: Path) -> None:
+    dump = params_file(tmp_path / "tuned.yaml", "joint_names: [a, b]\njoint_scale: 'null'\njoint_offset: 'null'\n"
+                                                 "use_sim_time: false\nstart_type_description_service: true\n"
+                                                 "qos_overrides:\n  /parameter_events:\n    publisher:\n"
+                                                 "      depth: 1000", section="/act_policy")
+    o = bag_options(parse("--node-params", str(dump)))
+    assert tuple(o.joint_names) == ("a", "b") and o.joint_scale == () and o.joint_offset == ()
 
 
 @pytest.mark.parametrize(("body", "message"), [
     ("joint_names: [a, b]\njoint_scale: [57.3, 57.3, 1.0]",
-     r"joint_scale: expected 2 values \(one per joint_names entry\) or none, got 3"),
+     r"joint_scale: expected 1 or 2 values or none, got 3"),
     ("joint_names: [a]\njoint_scale: [0.0]", r"joint_scale: expected non-zero factors"),
     ("joint_offset: [zero]", r"joint_offset: expected a list of finite numbers"),
     ("camera_topics: [front]", r"camera_topics: expected entries like 'front=/camera/image_raw'"),
@@ -105,7 +119,7 @@ def test_a_value_the_node_would_refuse_is_refused_naming_the_file_and_the_parame
 
 def test_a_bad_value_is_blamed_on_the_file_that_set_it(tmp_path: Path) -> None:
     bad = params_file(tmp_path / "bad.yaml", "joint_scale: [1.0, 2.0]")
-    with pytest.raises(ParameterError, match=rf"^{bad}: joint_scale: expected 6 values"):
+    with pytest.raises(ParameterError, match=rf"^{bad}: joint_scale: expected 1 or 6 values"):
         bag_options(parse("--node-params", str(ROBOT_FILE), "--node-params", str(bad)))
 
 
@@ -134,6 +148,8 @@ def test_namespaced_and_other_node_sections_are_told_apart(tmp_path: Path) -> No
 @pytest.mark.parametrize(("flag", "value", "message"), [
     ("--joint-scale", "1,0", "expected non-zero factors, got '1,0'"),
     ("--joint-offset", "1,x", "expected comma-separated numbers, got '1,x'"),
+    ("--joint-offset", "1,nan", "expected finite numbers, got '1,nan'"),
+    ("--joint-scale", "inf", "expected finite numbers, got 'inf'"),
     ("--camera", "front", "expected FEATURE=TOPIC, got 'front'"),
 ])
 def test_malformed_flags_are_refused_by_the_parser(flag: str, value: str, message: str, capsys) -> None:

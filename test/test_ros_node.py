@@ -294,6 +294,10 @@ def test_a_hold_is_logged_once_when_it_starts_not_every_tick(make_node):
         n._control_timer.fire()
     stale = [m for level, m in n.get_logger().records if level == "warning" and "observation too old" in m]
     assert len(stale) == 1 and "observation.images.front" in stale[0]
+    assert n.set_parameters([Parameter("max_image_age_ms", value=60000.0)])[0].successful
+    n._control_timer.fire()  # now only the joint states are stale: that is news
+    stale = [m for level, m in n.get_logger().records if level == "warning" and "observation too old" in m]
+    assert len(stale) == 2 and "observation.images.front" not in stale[1] and "joint_states" in stale[1]
 
 
 def test_a_backend_fallback_is_logged_as_a_warning_at_configure(make_node, monkeypatch, tiny_torch_backend):

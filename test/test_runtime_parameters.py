@@ -153,3 +153,10 @@ def test_a_dumped_empty_array_loads_again_as_empty():
     assert validate({"joint_scale": "null", "joint_lower_limits": None})["joint_scale"] == ()
     with pytest.raises(ParameterError, match="joint_scale: expected a list"):
         validate({"joint_scale": "nul"})
+
+
+def test_one_scale_offset_or_step_value_applies_to_every_joint():
+    s = validate({"joint_names": ["a", "b"], "joint_scale": [57.29578], "joint_offset": [0.0], "max_joint_step": [0.1]})
+    assert s["joint_scale"] == (57.29578,)
+    with pytest.raises(ParameterError, match="joint_lower_limits: expected 2 values"):
+        validate({"joint_names": ["a", "b"], "joint_lower_limits": [0.0], "joint_upper_limits": [1.0, 1.0]})

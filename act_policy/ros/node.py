@@ -17,6 +17,7 @@ stalls under ``use_sim_time`` without ``/clock``.
 
 from __future__ import annotations
 
+import re
 import traceback
 from typing import Any
 
@@ -103,7 +104,7 @@ class ActPolicyNode(LifecycleNode):
         self._chunk_pub: Any = None
         self._latency_pub: Any = None
         self._diagnostics_pub: Any = None
-        self._last_hold: Hold | None = None
+        self._last_hold: tuple[Hold, str] | None = None  # the hold last logged, numbers blanked
         self.add_pre_set_parameters_callback(canonical_parameters)
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.create_service(SetBool, "~/enable", self._on_enable, callback_group=self._service_group)
@@ -253,17 +254,20 @@ class ActPolicyNode(LifecycleNode):
         self._latency_pub.publish(msg)
 
     def _log_hold(self, result: TickResult) -> None:
-        """Log once when the reason for holding changes, not every tick (its details, such as ages, change
-        every tick and would flood /rosout at the control rate); a momentarily empty queue is left to
-        /diagnostics."""
-        if result.hold is Hold.STARVED or result.hold == self._last_hold:
+        """Log when the reason for holding changes — or what it is about, e.g. which input went stale — but
+        not every tick: the numbers in the details (ages) change every tick and would flood /rosout at the
+        control rate. A momentarily empty queue is left to /diagnostics."""
+        if result.hold is Hold.STARVED:
+            return
+        key = None if result.hold is None else (result.hold, re.sub(r"\d+(\.\d+)?", "#", result.detail))
+        if key == self._last_hold:
             return
         if result.hold is None:
             self.get_logger().info("commanding")
         else:
             detail = f" ({result.detail})" if result.detail else ""
             self.get_logger().warning(f"holding: {result.hold.value}{detail}")
-        self._last_hold = result.hold
+        self._last_hold = key
 
     def _on_diagnostics(self) -> None:
         rt = self.runtime

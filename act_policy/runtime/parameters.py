@@ -86,10 +86,10 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     P("joint_state_topic", T.STRING, "/joint_states", "sensor_msgs/JointState input", read_only=True),
     P("joint_names", T.STRING_ARRAY, (), "the policy's state/action joints in training order; joint states "
       "are matched by these names, never by message order", read_only=True),
-    P("joint_scale", T.DOUBLE_ARRAY, (), "per joint: policy_value = ros_value * scale + offset (e.g. 57.29578 "
-      "for a policy trained in degrees); empty = 1 for every joint", read_only=True),
-    P("joint_offset", T.DOUBLE_ARRAY, (), "per joint offset of the same mapping, in policy units; "
-      "empty = 0 for every joint", read_only=True),
+    P("joint_scale", T.DOUBLE_ARRAY, (), "policy_value = ros_value * scale + offset (e.g. 57.29578 for a "
+      "policy trained in degrees); one value for every joint or one per joint; empty = 1", read_only=True),
+    P("joint_offset", T.DOUBLE_ARRAY, (), "offset of the same mapping, in policy units; one value for every "
+      "joint or one per joint; empty = 0", read_only=True),
     P("command_type", T.STRING, "float64_multi_array", "output message: std_msgs/Float64MultiArray (ros2_control "
       "forward position controller), sensor_msgs/JointState, or trajectory_msgs/JointTrajectory (one point)",
       read_only=True, choices=COMMAND_TYPES),
@@ -193,7 +193,7 @@ def coerce(spec: ParamSpec, value: Any) -> Any:
         if spec.choices and value not in spec.choices:
             raise fail("one of " + ", ".join(spec.choices))
         return value
-    if value is None or value == UNSET_IN_DUMPS:
+    if value is None or (isinstance(value, str) and value == UNSET_IN_DUMPS):
         return ()
     if not isinstance(value, (list, tuple)) and not hasattr(value, "tolist"):
         raise fail("a list")
@@ -288,12 +288,13 @@ def _check_rules(s: Mapping[str, Any], context: PolicyContext | None) -> None:
     if len(set(names)) != len(names) or any(not n.strip() for n in names):
         raise ParameterError(f"joint_names: expected unique, non-empty names, got {list(names)}")
     n = len(names)
-    for name in ("joint_scale", "joint_offset", "joint_lower_limits", "joint_upper_limits"):
+    for name in ("joint_lower_limits", "joint_upper_limits"):
         if len(s[name]) not in (0, n):
             raise ParameterError(f"{name}: expected {n} values (one per joint_names entry) or none, "
                                  f"got {len(s[name])}")
-    if len(s["max_joint_step"]) not in (0, 1, n):
-        raise ParameterError(f"max_joint_step: expected 1 or {n} values or none, got {len(s['max_joint_step'])}")
+    for name in ("joint_scale", "joint_offset", "max_joint_step"):  # one value applies to every joint
+        if len(s[name]) not in (0, 1, n):
+            raise ParameterError(f"{name}: expected 1 or {n} values or none, got {len(s[name])}")
     if any(v <= 0 for v in s["max_joint_step"]):
         raise ParameterError(f"max_joint_step: expected positive values, got {list(s['max_joint_step'])}")
     if any(v == 0 for v in s["joint_scale"]):

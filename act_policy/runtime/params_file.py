@@ -16,7 +16,8 @@ from typing import Any
 
 from act_policy.runtime.parameters import NODE_NAME, ParameterError, Settings, validate
 
-_NODE_KEYS = ("*", "**", NODE_NAME)  # last segment of the section keys that apply: /**, /act_policy, /ns/act_policy
+_WILDCARDS = ("/**", "**", "/*")  # sections for every node; "/ns/*" is left out: the namespace is unknown here
+ROS_OWN = ("use_sim_time", "start_type_description_service", "qos_overrides")  # rclpy's, in every dump
 
 
 @dataclass(frozen=True)
@@ -44,11 +45,11 @@ def file_parameters(path: Path) -> dict[str, Any]:
     except yaml.YAMLError as exc:
         raise ParameterError(f"{path}: not a valid YAML file: {exc}")
     sections = [body for key, body in (data.items() if isinstance(data, dict) else ())
-                if str(key).rstrip("/").rpartition("/")[2] in _NODE_KEYS]
+                if str(key) in _WILDCARDS or str(key).rstrip("/").rpartition("/")[2] == NODE_NAME]
     if not sections or not all(isinstance(s, dict) and isinstance(s.get("ros__parameters"), dict) for s in sections):
         raise ParameterError(f"{path}: expected a node params file: a '/**:' or '/{NODE_NAME}:' section holding "
                              "'ros__parameters:'")
-    return {name: value for s in sections for name, value in s["ros__parameters"].items()}
+    return {name: value for s in sections for name, value in s["ros__parameters"].items() if name not in ROS_OWN}
 
 
 def read_params_files(paths: Sequence[Path]) -> NodeParams:

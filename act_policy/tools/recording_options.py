@@ -12,6 +12,7 @@ explicit flags override single values of it.
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -49,9 +50,12 @@ def _camera(text: str) -> tuple[str, str]:
 
 def _floats(text: str) -> tuple[float, ...]:
     try:
-        return tuple(float(v) for v in text.split(","))
+        values = tuple(float(v) for v in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}")
+    if not all(math.isfinite(v) for v in values):
+        raise argparse.ArgumentTypeError(f"expected finite numbers, got {text!r}")
+    return values
 
 
 def _scales(text: str) -> tuple[float, ...]:
@@ -122,6 +126,14 @@ def _joint_values(flag_values: Sequence[float] | None, flag: str, parameter: str
     """The flag's values, else the params files'; checked against (and expanded to) the joints when they are known."""
     values, source = (flag_values, flag) if flag_values is not None else (node.settings[parameter],
                                                                           node.source(parameter))
+    file_joints = node.settings["joint_names"]
+    if flag_values is None and len(values) > 1 and tuple(joints) != tuple(file_joints):
+        # per-joint values in the params file belong to its joint_names, not to a reordered --joint-names
+        unknown = [j for j in joints if j not in file_joints]
+        if unknown:
+            raise ParameterError(f"{source} gives values for the joints {', '.join(file_joints)}, not for "
+                                 f"{', '.join(unknown)} ({joints_from})")
+        values = tuple(values[file_joints.index(j)] for j in joints)
     if not joints or not values:
         return tuple(values)  # joints unknown here: the reader expands them once the first state message names them
     try:
