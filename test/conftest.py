@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from act_policy.backends.base import Backend
 from act_policy.core.artifacts import PolicyArtifacts
 from act_policy.core.config import ACTConfig, PolicySpec
 from act_policy.core.synthetic import demo_artifacts, demo_spec
@@ -47,14 +49,13 @@ def tiny_torch_backend():
 class FallenBackBackend:
     """A policy backend that, like the hailo backend without an NPU, hands the work to cpu_fp32."""
 
-    def __init__(self, inner):
+    def __init__(self, inner: Backend) -> None:
         self.inner = inner
         self.name = "hailo"
 
-    def __getattr__(self, attr):
+    def __getattr__(self, attr: str) -> Any:
         return getattr(self.inner, attr)
 
-    def describe(self):
+    def describe(self) -> dict[str, Any]:
         return {**self.inner.describe(), "backend": "hailo", "npu": False, "fallback_backend": "cpu_fp32",
                 "fallback_reason": "no Hailo device found"}
-

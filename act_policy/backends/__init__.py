@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 
-from act_policy.backends.base import Backend, BackendOptions, ModelInputs, backend_label
+from act_policy.backends.base import Backend, BackendOptions, ModelInputs, backend_label, fallback_warning
 from act_policy.core.artifacts import PolicyArtifacts
 from act_policy.core.errors import BackendError
 
@@ -29,4 +29,5 @@ def create_backend(name: str, artifacts: PolicyArtifacts, options: BackendOption
     return getattr(module, class_name)(artifacts, options or BackendOptions())
 
 
-__all__ = ["BACKENDS", "Backend", "BackendOptions", "ModelInputs", "backend_label", "create_backend"]
+__all__ = ["BACKENDS", "Backend", "BackendOptions", "ModelInputs", "backend_label", "create_backend",
+           "fallback_warning"]

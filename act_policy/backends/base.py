@@ -69,3 +69,10 @@ def backend_label(facts: Mapping[str, Any]) -> str:
     another backend does the work, so no log, diagnostic or table credits the NPU with CPU latency."""
     name = str(facts.get("backend"))
     return f"{name} (fallback {facts['fallback_backend']})" if facts.get("fallback_backend") else name
+
+
+def fallback_warning(facts: Mapping[str, Any]) -> str | None:
+    """Why the configured backend is not the one doing the work (a Hailo NPU that is missing), if so."""
+    if not facts.get("fallback_backend"):
+        return None
+    return f"running on fallback {facts['fallback_backend']}: {facts.get('fallback_reason')}"

@@ -71,9 +71,10 @@ def parameter_descriptor(spec: ParamSpec) -> ParameterDescriptor:
 
 
 def canonical_parameters(parameters: list[Parameter]) -> list[Parameter]:
-    """Integers given for a double or double array (``ros2 param set /act_policy control_rate_hz 50``)
-    become doubles before rclpy stores them, so ``ros2 param get``/``dump`` show the declared type."""
-    out = []
+    """Integers set for a double or double array at run time (``ros2 param set /act_policy control_rate_hz 50``)
+    become doubles before rclpy stores them, so ``ros2 param get``/``dump`` show the declared type. (rclpy runs
+    no pre-set callback at declaration: an integer in a params file is read correctly but stays an integer.)"""
+    out: list[Parameter] = []
     for p in parameters:
         spec = SPECS.get(p.name)
         if spec is not None and spec.type is ParamType.DOUBLE and p.type_ is Parameter.Type.INTEGER:

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from act_policy.backends import BackendOptions, backend_label, create_backend
+from act_policy.backends import BackendOptions, backend_label, create_backend, fallback_warning
 from act_policy.core.joint_units import JointUnits
 from act_policy.core.policy import Policy, load_policy
 from act_policy.core.synthetic import demo_artifacts
@@ -88,10 +88,7 @@ class Runtime:
     @property
     def backend_warning(self) -> str | None:
         """Why the configured backend is not the one running (a Hailo NPU that is missing), if so."""
-        facts = self.policy.describe()
-        if not facts.get("fallback_backend"):
-            return None
-        return f"running on fallback {facts['fallback_backend']}: {facts.get('fallback_reason')}"
+        return fallback_warning(self.policy.describe())
 
     def apply(self, changes: Mapping[str, Any]) -> Settings:
         """Validate and apply live changes atomically; ParameterError (and nothing changed) if refused."""
