@@ -109,6 +109,13 @@ def active(make_node, **params):
 
 
 # --------------------------------------------------------------------------- parameters
+def test_a_ros2_param_dump_with_unset_arrays_configures_again(make_node):
+    # `ros2 param dump` writes unset arrays as `null`, which rcl's YAML parser hands back as the string "null"
+    n = make_node(joint_scale="null", joint_offset="null", joint_lower_limits="null")
+    assert n.trigger_configure() is TransitionCallbackReturn.SUCCESS, n.get_logger().records
+    assert n.runtime.settings["joint_scale"] == () and n.runtime.settings["joint_lower_limits"] == ()
+
+
 def test_every_table_parameter_is_declared_with_its_descriptor(make_node):
     n = make_node()
     for spec in node_module.PARAMETERS:
