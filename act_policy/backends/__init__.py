@@ -6,6 +6,7 @@ import importlib
 
 from act_policy.backends.base import Backend, BackendOptions, ModelInputs, backend_label, fallback_warning
 from act_policy.core.artifacts import PolicyArtifacts
+from act_policy.core.dependencies import available, missing_dependency
 from act_policy.core.errors import BackendError
 
 BACKENDS: dict[str, str] = {
@@ -17,17 +18,24 @@ BACKENDS: dict[str, str] = {
 }
 
 
+def reference_backend() -> str:
+    """The float32 backend other backends are judged against: ``cpu_fp32`` (torch), or on a torch-free
+    install ``onnx_fp32`` — the bundle's float graph, checked against torch when it was exported."""
+    return "cpu_fp32" if available("torch") else "onnx_fp32"
+
+
 def create_backend(name: str, artifacts: PolicyArtifacts, options: BackendOptions | None = None) -> Backend:
-    """Instantiate backend ``name``; unknown names and missing runtimes raise BackendError."""
+    """Instantiate backend ``name``; an unknown name raises BackendError, a missing runtime
+    MissingDependencyError naming what to install."""
     if name not in BACKENDS:
         raise BackendError(f"unknown backend {name!r}; available: {', '.join(BACKENDS)}")
     module_name, class_name = BACKENDS[name].split(":")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise BackendError(f"backend {name!r} needs a package that is not installed: {exc}") from exc
+        raise missing_dependency(exc, f"backend {name!r}") from exc
     return getattr(module, class_name)(artifacts, options or BackendOptions())
 
 
 __all__ = ["BACKENDS", "Backend", "BackendOptions", "ModelInputs", "backend_label", "create_backend",
-           "fallback_warning"]
+           "fallback_warning", "reference_backend"]

@@ -27,6 +27,11 @@ class ModelInputs:
     env_state: np.ndarray | None = None  # (1, E)
 
 
+def flat_inputs(inputs: ModelInputs) -> list[np.ndarray]:
+    """Inputs in the exported graphs' order: cameras, then state and env state when present."""
+    return [*inputs.images, *(v for v in (inputs.state, inputs.env_state) if v is not None)]
+
+
 def default_num_threads() -> int:
     """All cores up to four: a Pi 5 has four, and more rarely helps a batch-1 model."""
     return max(1, min(4, os.cpu_count() or 1))

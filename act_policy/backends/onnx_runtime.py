@@ -13,11 +13,10 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from act_policy.backends.base import Backend, BackendOptions, ModelInputs
+from act_policy.backends.base import Backend, BackendOptions, ModelInputs, flat_inputs
 from act_policy.core.artifacts import PolicyArtifacts
 from act_policy.core.errors import BackendError, CheckpointError
 from act_policy.export.bundle import FP32_GRAPH, INT8_GRAPH, is_bundle, read_policy_document, verified_file
-from act_policy.export.onnx_export import flat_inputs
 
 
 class OnnxRuntimeBackend(Backend):

@@ -2,26 +2,57 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from act_policy.core.config import PolicySpec
 from act_policy.core.normalization import DEFAULT_EPS, Normalizer, Stats
+
+if TYPE_CHECKING:  # weights are torch tensors, but only torch backends and export ever read them
+    import torch
+
+
+class LazyWeights(Mapping[str, "torch.Tensor"]):
+    """Weights read from disk on first access.
+
+    A deploy bundle's ONNX and Hailo backends never touch the torch weights, so loading a bundle
+    neither needs torch nor holds the float32 weights in memory; ``cpu_fp32`` and export read
+    (and check) them when they first ask.
+    """
+
+    def __init__(self, load: Callable[[], dict[str, torch.Tensor]]) -> None:
+        self._load = load
+        self._weights: dict[str, torch.Tensor] | None = None
+
+    def _loaded(self) -> dict[str, torch.Tensor]:
+        if self._weights is None:
+            self._weights = self._load()
+        return self._weights
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        return self._loaded()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._loaded())
+
+    def __len__(self) -> int:
+        return len(self._loaded())
 
 
 @dataclass
 class PolicyArtifacts:
     """A policy as backends see it: spec, lean-model weights, normalization, origin.
 
-    ``weights`` uses the lean model's names (LeRobot's ``model.*`` keys without the prefix).
+    ``weights`` uses the lean model's names (LeRobot's ``model.*`` keys without the prefix); a
+    bundle's are :class:`LazyWeights`, read only by the backends that need them.
     ``source`` is the checkpoint or bundle folder; backends that run exported graphs look
     for their files there.
     """
 
     spec: PolicySpec
-    weights: dict[str, torch.Tensor]
+    weights: Mapping[str, torch.Tensor]  # a dict, or LazyWeights for a bundle
     input_stats: Stats
     action_stats: Stats
     source: Path | None = None

@@ -21,17 +21,17 @@ import dataclasses
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file
 
 from act_policy.core.artifacts import PolicyArtifacts
 from act_policy.core.config import Feature, FeatureType, NormMode, PolicySpec, parse_lerobot_config
 from act_policy.core.errors import CheckpointError
-from act_policy.core.model import ACT
 from act_policy.core.normalization import DEFAULT_EPS, Stats
+
+if TYPE_CHECKING:  # torch is imported where tensors are made: read_json must work on a torch-free robot
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,8 @@ def read_json(path: Path) -> dict[str, Any]:
 
 
 def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
     if not path.is_file():
         raise CheckpointError(f"{path}: file not found")
     try:
@@ -72,6 +74,8 @@ def _read_weights(folder: Path) -> tuple[dict[str, torch.Tensor], Path]:
     for name in PTH_FILES:
         pth = folder / name
         if pth.is_file():
+            import torch
+
             try:
                 state = torch.load(pth, map_location="cpu", weights_only=True)
             except Exception as exc:  # torch raises several types for bad/unsafe pickles
@@ -156,6 +160,10 @@ def _legacy_stats(weights: dict[str, torch.Tensor], spec: PolicySpec, path: Path
 
 def expected_shapes(spec: PolicySpec) -> dict[str, tuple[int, ...]]:
     """Names and shapes of every tensor the lean model needs (built on the meta device: free)."""
+    import torch
+
+    from act_policy.core.model import ACT
+
     with torch.device("meta"):
         model = ACT(spec)
     return {k: tuple(v.shape) for k, v in model.state_dict().items()}
@@ -163,6 +171,8 @@ def expected_shapes(spec: PolicySpec) -> dict[str, tuple[int, ...]]:
 
 def check_weights(weights: dict[str, torch.Tensor], spec: PolicySpec, path: Path) -> dict[str, torch.Tensor]:
     """Return float32 weights with exactly the lean model's names; raise naming the first problem."""
+    import torch
+
     expected = expected_shapes(spec)
     missing = sorted(set(expected) - set(weights))
     unknown = sorted(set(weights) - set(expected))

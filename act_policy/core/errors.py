@@ -15,3 +15,7 @@ class ObservationError(ActPolicyError, ValueError):
 
 class BackendError(ActPolicyError):
     """A backend is unknown, unavailable, or failed at run time."""
+
+
+class MissingDependencyError(ActPolicyError, ImportError):
+    """An optional package is not installed; the message says what needs it and what to install."""

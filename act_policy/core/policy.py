@@ -17,6 +17,7 @@ import numpy as np
 from act_policy.backends import Backend, BackendOptions, ModelInputs, create_backend
 from act_policy.core.artifacts import PolicyArtifacts
 from act_policy.core.config import Feature, FeatureType, PolicySpec
+from act_policy.core.dependencies import needs
 from act_policy.core.errors import ObservationError
 from act_policy.core.scheduling import ChunkQueue, TemporalEnsembler
 
@@ -158,11 +159,18 @@ def _checked_vector(obs: Mapping[str, Any], f: Feature) -> np.ndarray:
 
 
 def load_artifacts(path: str | Path) -> PolicyArtifacts:
-    """Load a LeRobot checkpoint folder (either layout) or an act_policy deploy bundle."""
+    """Load a LeRobot checkpoint folder (either layout) or an act_policy deploy bundle.
+
+    A bundle loads with numpy alone (its torch weights are read only if a torch backend asks);
+    a LeRobot checkpoint needs torch, and says so with a :class:`MissingDependencyError`.
+    """
     from act_policy.core.checkpoint import load_lerobot_checkpoint
     from act_policy.export.bundle import is_bundle, load_bundle
 
-    return load_bundle(path) if is_bundle(path) else load_lerobot_checkpoint(path)
+    if is_bundle(path):
+        return load_bundle(path)
+    with needs("reading a LeRobot checkpoint (a deploy bundle from `act-policy export` needs no torch)"):
+        return load_lerobot_checkpoint(path)
 
 
 def load_policy(path: str | Path, backend: str = "cpu_fp32", *, num_threads: int | None = None,

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from act_policy.core.errors import ActPolicyError
-from act_policy.evaluation.replay import REFERENCE_BACKEND, BackendRun, ReplayResult
+from act_policy.evaluation.replay import BackendRun, ReplayResult
 
 DPI = 90
 
@@ -50,7 +50,7 @@ def plot_trajectories(result: ReplayResult, run: BackendRun, path: Path) -> Path
         if result.episode.actions is not None:
             ax.plot(t, result.episode.actions[:, j], color="black", lw=1.6, label="recorded")
         if run is not reference:
-            ax.plot(t, reference.actions[:, j], color="tab:blue", lw=1.0, ls="--", label=REFERENCE_BACKEND)
+            ax.plot(t, reference.actions[:, j], color="tab:blue", lw=1.0, ls="--", label=result.reference)
         ax.plot(t, run.actions[:, j], color="tab:orange", lw=1.1, label=run.backend)
         ax.vlines(t[run.inference_steps], 0, 0.04, transform=ax.get_xaxis_transform(), color="tab:gray", lw=0.8)
         ax.set_title(name, fontsize=9)
@@ -88,7 +88,7 @@ def plot_latency(result: ReplayResult, path: Path) -> Path:
 
 def plot_errors(result: ReplayResult, path: Path) -> Path | None:
     """Mean absolute action error over joints, per step: vs recorded and vs the reference (None: nothing to plot)."""
-    panels = [("vs recorded actions", "vs_recorded"), (f"vs {REFERENCE_BACKEND}", "vs_reference")]
+    panels = [("vs recorded actions", "vs_recorded"), (f"vs {result.reference}", "vs_reference")]
     panels = [(title, attr) for title, attr in panels if any(getattr(r, attr) is not None for r in result.runs)]
     if not panels:
         return None
@@ -124,7 +124,7 @@ def markdown_report(result: ReplayResult, images: dict[str, str], command: str |
               "Latency is pre-process + inference + post-process. Rate criterion (the node's async schedule): "
               "p95 latency < min(m, n, C − ceil(p95/T))·T with T the control period, C the chunk size, n actions "
               "per chunk, m the refill threshold (one period with temporal ensembling).", "",
-              "| backend | vs recorded mean / max | vs cpu_fp32 mean / max | latency p50 / p95 / max (ms) "
+              f"| backend | vs recorded mean / max | vs {result.reference} mean / max | latency p50 / p95 / max (ms) "
               "| budget (ms) | rate | max rate (Hz) |",
               "|---|---|---|---|---|---|---|"]
     for run in result.runs:
@@ -139,7 +139,7 @@ def markdown_report(result: ReplayResult, images: dict[str, str], command: str |
             f"| {'met' if c.met else 'MISSED'} at {c.rate_hz:g} Hz (n={c.n_action_steps}, m={c.refill_threshold}) "
             f"| {c.max_rate_hz:.1f} |")
     headers = [f"{r.backend} vs recorded" for r in result.runs if r.vs_recorded]
-    headers += [f"{r.backend} vs {REFERENCE_BACKEND}" for r in result.runs if r.vs_reference]
+    headers += [f"{r.backend} vs {result.reference}" for r in result.runs if r.vs_reference]
     lines += ["", "## Per joint (mean / max absolute error)", "",
               "| joint | " + " | ".join(headers) + " |", "|---|" + "---|" * len(headers)]
     for j, name in enumerate(result.joint_names):

@@ -8,7 +8,8 @@ robot is not in the loop: observations are what the demonstrator's arm did, not 
 policy's commands would have caused, so errors grow where the policy would have diverged.
 
 Per backend this computes the per-joint mean and max absolute error against the recorded
-actions and against ``cpu_fp32`` (always run first as the reference), end-to-end latency
+actions and against ``cpu_fp32`` (always run first as the reference; ``onnx_fp32`` on an install
+without torch, see :func:`~act_policy.backends.reference_backend`), end-to-end latency
 percentiles (pre-process + network + post-process, as ``Policy.last_times`` measures them)
 and whether the control rate would be met with asynchronous scheduling:
 
@@ -43,14 +44,13 @@ from typing import Any
 
 import numpy as np
 
-from act_policy.backends import BACKENDS, BackendOptions, create_backend
+from act_policy.backends import BACKENDS, BackendOptions, create_backend, reference_backend
 from act_policy.core.artifacts import PolicyArtifacts
 from act_policy.core.diagnostics import Summary, summarize
 from act_policy.core.errors import BackendError
 from act_policy.core.policy import Policy
 from act_policy.data.episode import DatasetError, Episode
 
-REFERENCE_BACKEND = "cpu_fp32"
 Progress = Callable[[str, int, int], None]  # (backend, step, total)
 
 
@@ -149,6 +149,11 @@ class ReplayResult:
     def run(self, backend: str) -> BackendRun:
         return next(r for r in self.runs if r.backend == backend)
 
+    @property
+    def reference(self) -> str:
+        """The backend the others are compared with (run first)."""
+        return self.runs[0].backend
+
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready numbers (no per-step arrays)."""
         names = self.joint_names
@@ -165,7 +170,7 @@ class ReplayResult:
                     "latency_ms": None if r.emulated else r.latency.as_dict(),
                     "inference_only_ms": None if r.emulated else summarize(r.inference_ms).as_dict(),
                     "error_vs_recorded": r.vs_recorded.as_dict(names) if r.vs_recorded else None,
-                    f"error_vs_{REFERENCE_BACKEND}": r.vs_reference.as_dict(names) if r.vs_reference else None,
+                    f"error_vs_{self.reference}": r.vs_reference.as_dict(names) if r.vs_reference else None,
                     "control_rate": None if r.rate is None else {
                         "rate_hz": r.rate.rate_hz, "chunk_size": r.rate.chunk_size,
                         "n_action_steps": r.rate.n_action_steps, "refill_threshold": r.rate.refill_threshold,
@@ -229,7 +234,7 @@ def replay(artifacts: PolicyArtifacts, episode: Episode, backends: Sequence[str]
            num_threads: int | None = None, latency_samples: int = 30,
            backend_options: Mapping[str, Mapping[str, Any]] | None = None,
            progress: Progress | None = None) -> ReplayResult:
-    """Replay ``episode`` through every backend in ``backends`` (``cpu_fp32`` is added as the reference).
+    """Replay ``episode`` through every backend in ``backends`` (``reference_backend()`` is added as the reference).
 
     ``backend_options`` maps a backend name to its ``BackendOptions.extra``.
     """
@@ -243,7 +248,8 @@ def replay(artifacts: PolicyArtifacts, episode: Episode, backends: Sequence[str]
     recorded_names = episode.joint_names or ()
     names = recorded_names if len(recorded_names) == spec.action_dim else tuple(f"joint_{i}"
                                                                                for i in range(spec.action_dim))
-    order = [REFERENCE_BACKEND, *(b for b in dict.fromkeys(backends) if b != REFERENCE_BACKEND)]
+    reference = reference_backend()
+    order = [reference, *(b for b in dict.fromkeys(backends) if b != reference)]
     unknown = [b for b in order if b not in BACKENDS]
     if unknown:  # before minutes of replay through the other backends
         raise BackendError(f"unknown backend(s) {', '.join(unknown)}; available: {', '.join(BACKENDS)}")

@@ -25,10 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from safetensors.torch import save_file
 
-from act_policy.core.artifacts import PolicyArtifacts
+from act_policy.core.artifacts import LazyWeights, PolicyArtifacts
 from act_policy.core.checkpoint import check_weights, read_json, read_safetensors
 from act_policy.core.config import ACTConfig, Feature, FeatureType, NormMode, PolicySpec
 from act_policy.core.errors import CheckpointError
@@ -118,6 +116,8 @@ def write_policy_document(folder: Path, document: dict[str, Any]) -> None:
 
 
 def write_weights(artifacts: PolicyArtifacts, folder: Path) -> None:
+    from safetensors.torch import save_file
+
     save_file({k: v.contiguous() for k, v in artifacts.weights.items()}, str(folder / WEIGHTS_FILE))
 
 
@@ -190,11 +190,14 @@ def load_bundle(folder: str | Path) -> PolicyArtifacts:
         rename_map=dict(doc.get("rename_map") or {}),
         fps=doc.get("fps"),
     )
-    weights_path = verified_file(folder, WEIGHTS_FILE, doc)
-    weights: dict[str, torch.Tensor] = read_safetensors(weights_path)
+
+    def weights() -> dict[str, Any]:  # checked and read only when a torch backend or export asks, like a graph
+        path = verified_file(folder, WEIGHTS_FILE, doc)
+        return check_weights(read_safetensors(path), spec, path)
+
     return PolicyArtifacts(
         spec=spec,
-        weights=check_weights(weights, spec, weights_path),
+        weights=LazyWeights(weights),
         input_stats=_stats(_field(norm, "input_stats", path), f"{path}: normalization.input_stats"),
         action_stats=_stats(_field(norm, "action_stats", path), f"{path}: normalization.action_stats"),
         source=folder,

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from act_policy.backends.base import ModelInputs
+from act_policy.backends.base import ModelInputs, flat_inputs
 from act_policy.core.artifacts import PolicyArtifacts
 from act_policy.core.errors import BackendError
 from act_policy.core.model import ACT
@@ -70,10 +70,6 @@ class Head(WholeNetwork):
     def forward(self, *args: torch.Tensor) -> torch.Tensor:
         maps, state, env = self.split(args)
         return self.model.head([m.flatten(2).transpose(1, 2) for m in maps], state, env)
-
-
-def flat_inputs(inputs: ModelInputs) -> list[np.ndarray]:
-    return [*inputs.images, *(v for v in (inputs.state, inputs.env_state) if v is not None)]
 
 
 def _export(module: nn.Module, example: list[np.ndarray], names: list[str], output: str, path: Path) -> None:

@@ -6,6 +6,8 @@ Timed runs are interleaved round-robin across backends, so a change in backgroun
 shared machine, thermal throttling on a Pi) affects every backend alike and the speedups stay
 comparable. Latency is Policy.predict_chunk (preprocess + network + unnormalize) on held-out
 synthetic scenes; fidelity compares each backend's chunks with cpu_fp32's on the same scenes.
+Without torch (a robot install) a bundle is benchmarked against onnx_fp32 instead — its float32
+graph, checked against torch at export — with ONNX Runtime backends by default and no MAC count.
 
 A backend whose ``describe()`` says ``emulated`` (the hailo backend on the test fake of HailoRT)
 is not timed: its latency would be that of a CPU stand-in, not of the device. Its row says
@@ -16,6 +18,7 @@ is real and reported. Backend-specific settings: ``--backend-option BACKEND.KEY=
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import platform
@@ -25,12 +28,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-from act_policy.backends import BACKENDS, BackendOptions, backend_label, create_backend
-from act_policy.backends.torch_fp32 import build_prepared_model
+from act_policy.backends import BACKENDS, BackendOptions, backend_label, create_backend, reference_backend
+from act_policy.core.artifacts import PolicyArtifacts
+from act_policy.core.dependencies import available
 from act_policy.core.errors import BackendError
-from act_policy.core.macs import count_macs
 from act_policy.core.policy import Policy, load_artifacts
 from act_policy.export import DEMO_CALIBRATION_SAMPLES, export_demo_bundle, stderr_progress
 from act_policy.export.fidelity import compare, held_out_observations
@@ -38,15 +40,17 @@ from act_policy.tools.options import add_backend_option_argument, parse_backend_
 
 BASELINE = "cpu_fp32"
 DEFAULT_BACKENDS = "cpu_fp32,onnx_fp32,cpu_int8,torch_dynamic_int8"
+TORCH_FREE_BACKENDS = "onnx_fp32,cpu_int8"  # the default without torch
 DEMO = "demo"
 EMULATED = "emulated"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("path", help=f"checkpoint or bundle folder, or '{DEMO}'")
-    parser.add_argument("--backends", default=DEFAULT_BACKENDS,
-                        help=f"comma-separated backend names (default {DEFAULT_BACKENDS}); "
-                             f"{BASELINE} is always run as the baseline")
+    parser.add_argument("--backends", default=None,
+                        help=f"comma-separated backend names (default {DEFAULT_BACKENDS}; without torch "
+                             f"{TORCH_FREE_BACKENDS}); {BASELINE} (without torch: onnx_fp32) always runs as the "
+                             "baseline")
     parser.add_argument("--runs", type=int, default=30, help="timed runs per backend (default 30)")
     parser.add_argument("--warmup", type=int, default=5, help="untimed runs first (default 5)")
     parser.add_argument("--threads", type=int, default=None, help="threads per backend (default: cores, max 4)")
@@ -69,8 +73,22 @@ def machine_info() -> dict[str, Any]:
     import onnxruntime
 
     return {"cpu": cpu, "machine": platform.machine(), "cores": os.cpu_count(), "python": platform.python_version(),
-            "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
+            "torch": _version("torch"), "onnxruntime": onnxruntime.__version__,
             "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
+
+
+def _version(module: str) -> str | None:
+    return importlib.import_module(module).__version__ if available(module) else None
+
+
+def count_macs_if_possible(artifacts: PolicyArtifacts) -> int | None:
+    """MACs per inference, counted on the torch model; None without torch (a bundle on a robot)."""
+    if not available("torch"):
+        return None
+    from act_policy.backends.torch_fp32 import build_prepared_model
+    from act_policy.core.macs import count_macs
+
+    return count_macs(build_prepared_model(artifacts))
 
 
 def time_interleaved(policies: dict[str, Policy], observations: list[dict[str, np.ndarray]], runs: int,
@@ -94,11 +112,12 @@ def time_interleaved(policies: dict[str, Policy], observations: list[dict[str, n
 
 def run_benchmark(path: str | Path, backends: list[str], runs: int, warmup: int, threads: int | None,
                   held_out: int, backend_options: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
-    """Measure every backend on ``path``; returns the JSON report."""
+    """Measure every backend on ``path`` against ``backends[0]`` (the baseline); returns the JSON report."""
+    baseline = backends[0]
     artifacts = load_artifacts(path)
     observations = held_out_observations(artifacts, held_out)
     stderr_progress("counting MACs")
-    macs = count_macs(build_prepared_model(artifacts))
+    macs = count_macs_if_possible(artifacts)
     policies = {}
     for name in backends:
         stderr_progress(f"{name}: loading")
@@ -115,26 +134,26 @@ def run_benchmark(path: str | Path, backends: list[str], runs: int, warmup: int,
         results[name] = {**policy.describe(), EMULATED: not timed, "runs": runs if timed else 0,
                          "warmup": warmup if timed else 0,
                          "macs": macs, **_timing(times.get(name), macs),
-                         "fidelity": compare(chunks[BASELINE], chunks[name], artifacts)}
+                         "fidelity": compare(chunks[baseline], chunks[name], artifacts)}
         policy.close()
     for result in results.values():
         p50 = result["p50_ms"]
-        result["speedup_vs_cpu_fp32"] = None if p50 is None else results[BASELINE]["p50_ms"] / p50
+        result[f"speedup_vs_{baseline}"] = None if p50 is None else results[baseline]["p50_ms"] / p50
     spec = artifacts.spec
     return {
         "policy": str(path), "cameras": {f.name: list(f.shape) for f in spec.cameras},
         "action_dim": spec.action_dim, "chunk_size": spec.config.chunk_size, "threads": threads,
-        "machine": machine_info(), "backends": results, "bars": performance_bars(results),
+        "machine": machine_info(), "baseline": baseline, "backends": results, "bars": performance_bars(results),
     }
 
 
-def _timing(times: np.ndarray | None, macs: int) -> dict[str, float | None]:
+def _timing(times: np.ndarray | None, macs: int | None) -> dict[str, float | None]:
     """Latency fields of one backend; all None when it was not timed (emulated)."""
     if times is None:
         return dict.fromkeys(("p50_ms", "p95_ms", "p99_ms", "mean_ms", "gmac_per_s"))
     p50, p95, p99 = np.percentile(times, [50, 95, 99])
     return {"p50_ms": float(p50), "p95_ms": float(p95), "p99_ms": float(p99), "mean_ms": float(times.mean()),
-            "gmac_per_s": macs / (p50 * 1e-3) / 1e9}
+            "gmac_per_s": None if macs is None else macs / (p50 * 1e-3) / 1e9}
 
 
 def performance_bars(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -142,11 +161,13 @@ def performance_bars(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
     int8, dyn, onnx = (results.get(n) for n in ("cpu_int8", "torch_dynamic_int8", "onnx_fp32"))
     timed_int8 = int8 is not None and not int8[EMULATED]
     return {
-        "cpu_int8_p50_over_cpu_fp32": int8["p50_ms"] / results[BASELINE]["p50_ms"] if timed_int8 else None,
+        "cpu_int8_p50_over_cpu_fp32": int8["p50_ms"] / results[BASELINE]["p50_ms"]
+        if timed_int8 and BASELINE in results else None,
         "cpu_int8_speedup_over_torch_dynamic_int8": dyn["p50_ms"] / int8["p50_ms"]
         if timed_int8 and dyn is not None and not dyn[EMULATED] else None,
         "cpu_int8_rel_l2": None if int8 is None else int8["fidelity"]["rel_l2"],
-        "onnx_fp32_max_abs_normalized": None if onnx is None else onnx["fidelity"]["max_abs_normalized"],
+        "onnx_fp32_max_abs_normalized": None if onnx is None or BASELINE not in results
+        else onnx["fidelity"]["max_abs_normalized"],
     }
 
 
@@ -157,8 +178,8 @@ def row_label(name: str, result: dict[str, Any]) -> str:
     return backend_label({**result, "backend": name})
 
 
-def _cell(value: float | None, spec: str, suffix: str = "") -> str:
-    return EMULATED if value is None else f"{value:{spec}}{suffix}"
+def _cell(value: float | None, spec: str, suffix: str = "", missing: str = EMULATED) -> str:
+    return missing if value is None else f"{value:{spec}}{suffix}"
 
 
 def format_table(report: dict[str, Any]) -> str:
@@ -168,8 +189,9 @@ def format_table(report: dict[str, Any]) -> str:
     for name, r in report["backends"].items():
         f = r["fidelity"]
         rows.append((row_label(name, r), str(r["threads"]), _cell(r["p50_ms"], ".1f"), _cell(r["p95_ms"], ".1f"),
-                     _cell(r["p99_ms"], ".1f"), _cell(r["speedup_vs_cpu_fp32"], ".2f", "x"),
-                     _cell(r["gmac_per_s"], ".1f"), f"{f['max_abs']:.3g}", f"{f['mean_abs']:.3g}",
+                     _cell(r["p99_ms"], ".1f"), _cell(r[f"speedup_vs_{report['baseline']}"], ".2f", "x"),
+                     _cell(r["gmac_per_s"], ".1f", missing=EMULATED if r[EMULATED] else "-"),
+                     f"{f['max_abs']:.3g}", f"{f['mean_abs']:.3g}",
                      f"{f['rel_l2'] * 100:.2f} %", f"{f['rel_l2_normalized'] * 100:.2f} %"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = ["| " + " | ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) + " |" for row in rows]
@@ -181,8 +203,10 @@ def summary(report: dict[str, Any]) -> str:
     bars = report["bars"]
     m = report["machine"]
     any_backend = next(iter(report["backends"].values()))
+    macs = "MACs not counted (needs torch)" if any_backend["macs"] is None else \
+        f"{any_backend['macs'] / 1e9:.2f} GMAC per inference"
     lines = [f"{m['cpu']} ({m['machine']}, {m['cores']} cores), {report['threads'] or 'default'} threads; "
-             f"{any_backend['macs'] / 1e9:.2f} GMAC per inference; errors in action units vs {BASELINE} "
+             f"{macs}; errors in action units vs {report['baseline']} "
              f"on {any_backend['fidelity']['observations']} held-out scenes"]
     if bars["cpu_int8_p50_over_cpu_fp32"] is not None:
         lines.append(f"cpu_int8: p50 = {bars['cpu_int8_p50_over_cpu_fp32']:.3f} x cpu_fp32 (target <= 0.35), "
@@ -201,13 +225,15 @@ def summary(report: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    baseline = reference_backend()
+    requested = args.backends or (DEFAULT_BACKENDS if baseline == BASELINE else TORCH_FREE_BACKENDS)
+    backends = [b.strip() for b in requested.split(",") if b.strip()]
     unknown = [b for b in backends if b not in BACKENDS]
     if unknown:
         raise BackendError(f"unknown backend(s) {unknown}; available: {', '.join(BACKENDS)}")
     if args.runs < 1 or args.warmup < 0 or args.held_out < 1:
         raise BackendError("--runs and --held-out must be >= 1, --warmup >= 0")
-    backends = [BASELINE] + [b for b in backends if b != BASELINE]
+    backends = [baseline] + [b for b in backends if b != baseline]
     options = parse_backend_options(args.backend_option, backends)
     with tempfile.TemporaryDirectory(prefix="act_policy_bench_") as tmp:
         path = Path(args.path)

@@ -3,7 +3,9 @@
 A tool module provides ``add_arguments(parser)`` and ``run(args) -> int`` and a docstring used
 as its ``--help`` description. Only the chosen command's module is imported, so a command never
 needs another command's optional dependencies (``demo`` runs with torch alone, without the
-``onnx`` or ``replay`` extras). Adding a tool is one line in ``COMMANDS``.
+``onnx`` or ``replay`` extras; ``demo``/``benchmark``/``replay`` of a bundle on ONNX Runtime need no
+torch). A missing optional package is reported with what to install
+(:mod:`act_policy.core.dependencies`), never as a traceback. Adding a tool is one line in ``COMMANDS``.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import importlib
 import logging
 import sys
 
+from act_policy.core.dependencies import needs
 from act_policy.core.errors import ActPolicyError
 
 # name → (module, one-line summary for `act-policy --help`)
@@ -33,6 +36,15 @@ def _chosen_command(argv: list[str]) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    try:
+        with needs(f"act-policy {_chosen_command(argv)}"):
+            return _main(argv)
+    except ActPolicyError as exc:
+        print(f"act-policy {_chosen_command(argv)}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="act-policy", description="Run and deploy LeRobot ACT policies.")
     parser.add_argument("--log-level", default="WARNING", help="Python logging level (default: WARNING)")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -47,11 +59,7 @@ def main(argv: list[str] | None = None) -> int:
                                             formatter_class=argparse.RawDescriptionHelpFormatter))
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
-    try:
-        return module.run(args)
-    except ActPolicyError as exc:
-        print(f"act-policy {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+    return module.run(args)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@
 DATA is a LeRobot dataset folder (meta/info.json; v2.1 or v3.0) or a rosbag2 (sqlite3 or
 mcap); a bag's joint values (ROS units) are converted to the policy's units like the node
 does, with --node-params (the node's params file) or --joint-scale / --joint-offset. Writes
-report.md, PNG plots and replay.json to --out. cpu_fp32 always runs as the reference. Needs
+report.md, PNG plots and replay.json to --out. cpu_fp32 always runs as the reference (onnx_fp32, the
+bundle's float graph, on an install without torch). Needs
 the `replay` extra: pyarrow, av, matplotlib, rosbags, pyyaml.
 """
 
@@ -21,6 +22,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from act_policy.backends import reference_backend
 from act_policy.core.errors import ActPolicyError
 from act_policy.tools.options import add_backend_option_argument, parse_backend_options
 from act_policy.tools.recording_options import add_recording_arguments, bag_options, recording_flags
@@ -32,7 +34,7 @@ if TYPE_CHECKING:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("path", help="LeRobot pretrained_model folder or deploy bundle")
     parser.add_argument("--data", required=True, help="LeRobot dataset folder or rosbag2 (folder or storage file)")
-    parser.add_argument("--backends", default="cpu_fp32", help="comma-separated backend names (default cpu_fp32)")
+    parser.add_argument("--backends", default="", help="comma-separated backend names (default: the reference only)")
     parser.add_argument("--out", type=Path, default=Path("replay"), help="output folder (default ./replay)")
     parser.add_argument("--max-steps", type=int, default=None, help="replay only the first N steps")
     parser.add_argument("--n-action-steps", type=int, default=None, help="override the checkpoint's n_action_steps")
@@ -52,8 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _command(args: argparse.Namespace) -> str:
     """The command line that reproduces this run, for the report."""
-    parts = ["act-policy", "replay", str(args.path), "--data", str(args.data), "--backends", args.backends,
-             "--out", str(args.out), *recording_flags(args)]
+    parts = ["act-policy", "replay", str(args.path), "--data", str(args.data),
+             *(["--backends", args.backends] if args.backends else []), "--out", str(args.out), *recording_flags(args)]
     for flag, value in (("--max-steps", args.max_steps),
                         ("--n-action-steps", args.n_action_steps),
                         ("--temporal-ensemble-coeff", args.temporal_ensemble_coeff),
@@ -92,12 +94,10 @@ def run(args: argparse.Namespace) -> int:
     from act_policy.core.policy import load_artifacts
     from act_policy.data import read_episode
     from act_policy.evaluation.plots import write_report
-    from act_policy.evaluation.replay import REFERENCE_BACKEND, replay
+    from act_policy.evaluation.replay import replay
 
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
-    if not backends:
-        raise SystemExit("--backends is empty")
-    backend_options = parse_backend_options(args.backend_option, [REFERENCE_BACKEND, *backends])
+    backend_options = parse_backend_options(args.backend_option, [reference_backend(), *backends])
     artifacts = load_artifacts(args.path)
     episode = read_episode(args.data, args.episode, artifacts.spec, bag_options(args, args.action_topic))
     if args.max_steps is not None:
