@@ -27,7 +27,7 @@ DISTRIBUTION = "act_policy"
 EXTRAS: dict[str, tuple[str, str]] = {
     "torch": ("torch", "torch"),
     "onnx": ("onnx", "onnx"),
-    "onnxruntime": ("onnx", "onnxruntime"),
+    "onnxruntime": ("robot", "onnxruntime"),
     "onnxslim": ("onnx", "onnxslim"),
     "pyarrow": ("replay", "pyarrow"),
     "av": ("replay", "av"),

@@ -14,17 +14,14 @@ from pathlib import Path
 
 import numpy as np
 
+from act_policy.core.dependencies import require
 from act_policy.core.errors import ObservationError
 from act_policy.core.image_messages import RawImage, decode_image
 from act_policy.data.episode import DatasetError
 
 
 def _av():
-    try:
-        import av
-    except ImportError as exc:
-        raise DatasetError("decoding recorded images needs PyAV: pip install av") from exc
-    return av
+    return require("av", "decoding recorded images")
 
 
 def recorded_image(raw: RawImage, source: str) -> np.ndarray:

@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from act_policy.core.config import ACTION_KEY, PolicySpec
+from act_policy.core.dependencies import require
 from act_policy.data.decoding import decode_image_bytes, video_frames
 from act_policy.data.episode import (
     CameraStream,
@@ -55,11 +56,7 @@ DEFAULT_TOLERANCE_S = 1e-4  # LeRobotDataset's default tolerance_s
 
 
 def _pyarrow():
-    try:
-        import pyarrow.parquet as pq
-    except ImportError as exc:
-        raise DatasetError("reading LeRobot datasets needs pyarrow: pip install pyarrow") from exc
-    return pq
+    return require("pyarrow.parquet", "reading LeRobot datasets")
 
 
 def _load_json(path: Path) -> Any:

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from act_policy.core.config import ACTION_KEY, STATE_KEY, PolicySpec
+from act_policy.core.dependencies import needs
 from act_policy.core.image_messages import RawImage
 from act_policy.core.joint_units import JointUnits
 from act_policy.data.decoding import recorded_image
@@ -68,11 +69,9 @@ class _Topic:
 
 
 def _rosbags():
-    try:
+    with needs("reading rosbag2 files"):
         from rosbags.rosbag2 import Reader
         from rosbags.typesys import Stores, get_typestore
-    except ImportError as exc:
-        raise DatasetError("reading rosbag2 files needs the rosbags package: pip install rosbags") from exc
     return Reader, get_typestore(Stores.ROS2_JAZZY)
 
 

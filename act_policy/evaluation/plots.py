@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from act_policy.core.errors import ActPolicyError
+from act_policy.core.dependencies import require
 from act_policy.evaluation.replay import BackendRun, ReplayResult
 
 DPI = 90
@@ -27,11 +27,7 @@ def _save(fig, path: Path) -> None:
 
 
 def _pyplot():
-    try:
-        import matplotlib
-    except ImportError as exc:
-        raise ActPolicyError("replay plots need matplotlib: pip install matplotlib") from exc
-    matplotlib.use("Agg")
+    require("matplotlib", "replay plots").use("Agg")
     import matplotlib.pyplot as plt
 
     return plt

@@ -1,7 +1,7 @@
 """Checkpoint → deploy bundle → INT8: everything that turns a trained policy into files a robot runs.
 
-Needs the ``export`` extra (``onnx``, ``onnxslim``, ``onnxruntime``); the robot itself only
-needs ``onnxruntime`` to run a bundle.
+Needs torch and the ``onnx`` extra (``onnx``, ``onnxslim``, ``onnxruntime``); the robot itself
+only needs ``onnxruntime`` (the ``robot`` extra) to run a bundle, and no torch.
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from act_policy.core.dependencies import install_hint
 from act_policy.runtime.parameters import NODE_NAME, ParameterError, Settings, validate
 
 _WILDCARDS = ("/**", "**", "/*")  # sections for every node; "/ns/*" is left out: the namespace is unknown here
@@ -37,7 +38,7 @@ def file_parameters(path: Path) -> dict[str, Any]:
     try:
         import yaml
     except ImportError as exc:
-        raise ParameterError(f"{path}: reading a params file needs PyYAML: pip install pyyaml") from exc
+        raise ParameterError(f"{path}: reading a params file needs PyYAML: {install_hint('yaml')}") from exc
     try:
         data = yaml.safe_load(path.read_text())
     except OSError as exc:

@@ -1,0 +1,97 @@
+"""A missing optional package is reported with what to install, from one map, never as a traceback."""
+
+from __future__ import annotations
+
+import configparser
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from bundle_helpers import make_bundle
+from dataset_layout import EpisodeData, write_v21
+
+from act_policy.core.dependencies import EXTRAS, install_hint, needs
+from act_policy.core.errors import ActPolicyError, MissingDependencyError
+
+ROOT = Path(__file__).resolve().parents[1]
+# Everything the README's first command (torch + `pip install -e .`) does not install.
+NOT_IN_BASE_INSTALL = sorted({"hailo_platform", *(m for m in EXTRAS if m != "torch")})
+
+
+def setup_cfg_extra(name: str) -> list[str]:
+    parser = configparser.ConfigParser()
+    parser.read(ROOT / "setup.cfg")
+    return [line.strip() for line in parser["options.extras_require"][name].splitlines() if line.strip()]
+
+
+@pytest.mark.parametrize("module", ["onnx", "onnxruntime", "pyarrow", "yaml"])
+def test_the_hint_lists_the_requirements_of_the_extra_in_setup_cfg(module: str) -> None:
+    extra = EXTRAS[module][0]
+    hint = install_hint(module)
+    assert f"'.[{extra}]'" in hint
+    for requirement in setup_cfg_extra(extra):
+        assert f"'{requirement}'" in hint
+
+
+def test_torch_is_never_suggested_from_pypi() -> None:
+    """PyPI's x86_64 default and every aarch64 torch >= 2.11 are CUDA builds: point at PyTorch's CPU index."""
+    hint = install_hint("torch.nn")
+    assert "pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu" in hint
+    assert "onnx_fp32, cpu_int8 or hailo" in hint
+
+
+def test_only_missing_optional_modules_are_translated() -> None:
+    with (pytest.raises(MissingDependencyError, match=r"exporting needs the Python module 'onnxslim'.*pip install"),
+          needs("exporting")):
+        raise ModuleNotFoundError("No module named 'onnxslim'", name="onnxslim")
+    with pytest.raises(ModuleNotFoundError) as raised, needs("exporting"):  # our own bug stays a bug
+        raise ModuleNotFoundError("No module named 'act_policy.nope'", name="act_policy.nope")
+    assert not isinstance(raised.value, ActPolicyError)
+
+
+def test_every_readme_command_works_or_says_what_to_install(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    """After the README's first command (torch, no extras), each command either runs or exits 2 naming the
+    package and the pip line — checked with every optional package hidden, in one interpreter."""
+    bundle = make_bundle(tmp_path / "bundle")
+    commands = {
+        "export": ["export", tiny_checkpoint, "--out", tmp_path / "out"],
+        "quantize": ["quantize", bundle],
+        "benchmark": ["benchmark", bundle, "--runs", "1", "--warmup", "0", "--held-out", "1"],
+        "hailo-prepare": ["hailo-prepare", bundle, "--calib", "synthetic", "--arch", "hailo8l", "--out",
+                          tmp_path / "kit", "--calib-size", "2"],
+        "replay": ["replay", bundle, "--data", write_v21(tmp_path / "dataset", [EpisodeData(
+            np.zeros((2, 6), np.float32), np.zeros((2, 6), np.float32),
+            {"observation.images.front": np.zeros((2, 64, 80, 3), np.uint8)})], camera_dtype="image")],
+        "demo": ["demo", "--backend", "onnx_fp32", "--duration", "0.2"],
+        "info": ["info", tiny_checkpoint],
+    }
+    code = f"""
+import sys
+class Hide:  # an absent package, as importlib.util.find_spec and import both see it
+    def __init__(self, inner):
+        self.inner = inner
+    def find_spec(self, name, path=None, target=None):
+        return None if name.split('.')[0] in {NOT_IN_BASE_INSTALL!r} else self.inner.find_spec(name, path, target)
+    def __getattr__(self, attr):
+        return getattr(self.inner, attr)
+sys.meta_path[:] = [Hide(f) for f in sys.meta_path]
+from act_policy.tools.cli import main
+for name, argv in {({k: [str(a) for a in v] for k, v in commands.items()})!r}.items():
+    print(f"=== {{name}} exit", main(argv), flush=True)
+    print(f"=== {{name}} end", file=sys.stderr, flush=True)
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr
+    exits = dict(line.split()[1::2] for line in done.stdout.splitlines() if line.startswith("=== "))
+    assert exits["info"] == "0"
+    needs_extra = {"export": "onnx", "quantize": "onnx", "benchmark": "onnxruntime", "hailo-prepare": "onnx",
+                   "replay": "pyarrow", "demo": "onnx"}
+    stderr = done.stderr
+    for command, module in needs_extra.items():
+        assert exits[command] == "2", command
+        message, stderr = stderr.split(f"=== {command} end", 1)
+        assert f"act-policy {command}: error:" in message and f"needs the Python module '{module}" in message, message
+        assert "pip install '" in message, message
