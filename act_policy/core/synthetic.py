@@ -24,6 +24,7 @@ from act_policy.core.config import (
     NormMode,
     PolicySpec,
 )
+from act_policy.core.dependencies import needs
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -83,13 +84,15 @@ def seeded_state_dict(shapes: dict[str, tuple[int, ...]], seed: int) -> dict[str
 
 
 def demo_artifacts(spec: PolicySpec | None = None, seed: int = 0) -> PolicyArtifacts:
-    """A complete in-memory policy with seeded weights and stats: the embedded default."""
-    import torch
-
+    """A complete in-memory policy with seeded weights and stats: the embedded default (needs torch)."""
     from act_policy.core.checkpoint import expected_shapes
 
     spec = spec or demo_spec()
-    weights = {k: torch.from_numpy(v) for k, v in seeded_state_dict(expected_shapes(spec), seed).items()}
+    with needs("the seeded demo policy (its weights are torch tensors; a deploy bundle runs without torch)"):
+        import torch
+
+        shapes = expected_shapes(spec)
+    weights = {k: torch.from_numpy(v) for k, v in seeded_state_dict(shapes, seed).items()}
     stats = seeded_stats(spec, seed)
     return PolicyArtifacts(spec=spec, weights=weights, action_stats={spec.action.name: stats[spec.action.name]},
                            input_stats={f.name: stats[f.name] for f in spec.inputs})
