@@ -17,8 +17,8 @@ BACKENDS: dict[str, str] = {
 }
 
 
-def create_backend(name: str, artifacts: PolicyArtifacts, options: BackendOptions | None = None) -> Backend:
-    """Instantiate backend ``name``; unknown names and missing runtimes raise BackendError."""
+def backend_class(name: str) -> type[Backend]:
+    """The class registered as ``name``; unknown names and missing runtimes raise BackendError."""
     if name not in BACKENDS:
         raise BackendError(f"unknown backend {name!r}; available: {', '.join(BACKENDS)}")
     module_name, class_name = BACKENDS[name].split(":")
@@ -26,8 +26,17 @@ def create_backend(name: str, artifacts: PolicyArtifacts, options: BackendOption
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise BackendError(f"backend {name!r} needs a package that is not installed: {exc}") from exc
-    return getattr(module, class_name)(artifacts, options or BackendOptions())
+    return getattr(module, class_name)
 
 
-__all__ = ["BACKENDS", "Backend", "BackendOptions", "ModelInputs", "backend_label", "create_backend",
+def create_backend(name: str, artifacts: PolicyArtifacts, options: BackendOptions | None = None) -> Backend:
+    """Instantiate backend ``name``; unknown names, missing runtimes and options the backend does not
+    take (``options.extra``, see :meth:`Backend.check_options`) raise BackendError."""
+    cls = backend_class(name)
+    options = options or BackendOptions()
+    cls.check_options(options.extra)
+    return cls(artifacts, options)
+
+
+__all__ = ["BACKENDS", "Backend", "BackendOptions", "ModelInputs", "backend_class", "backend_label", "create_backend",
            "fallback_warning"]

@@ -15,3 +15,7 @@ class ObservationError(ActPolicyError, ValueError):
 
 class BackendError(ActPolicyError):
     """A backend is unknown, unavailable, or failed at run time."""
+
+
+class SettingError(ActPolicyError, ValueError):
+    """A setting the caller chose (an argument, CLI flag or node parameter) is invalid for this policy."""

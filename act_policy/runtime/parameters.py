@@ -20,12 +20,12 @@ from enum import Enum
 from typing import Any
 
 from act_policy.core.config import IMAGE_PREFIX
-from act_policy.core.errors import ActPolicyError
+from act_policy.core.errors import SettingError
 
 CAMERA_PREFIX = IMAGE_PREFIX + "s."  # LeRobot camera features are "observation.images.<name>"
 
 
-class ParameterError(ActPolicyError, ValueError):
+class ParameterError(SettingError):
     """A parameter value (or a combination of values) is invalid; the message names the parameter."""
 
 
@@ -78,6 +78,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
       "(e.g. `{\"fallback_backend\": \"cpu_int8\"}`)", read_only=True),
     P("num_threads", T.INT, 0, "inference threads; 0 = all cores up to 4", read_only=True, min=0, max=64),
     P("device", T.STRING, "cpu", "torch device for torch backends (`cpu`, `cuda`)", read_only=True),
+    P("allow_missing_stats", T.BOOL, False, "run a policy whose training config normalizes a feature it has no "
+      "statistics for (that feature then passes through unnormalized, as in LeRobot); false refuses it at "
+      "configure", read_only=True),
     P("camera_topics", T.STRING_ARRAY, (), "one `camera=topic` entry per camera feature of the policy, e.g. "
       "`front=/camera/image_raw` (camera is the feature name with or without `observation.images.`); a topic "
       "ending in `/compressed` is read as sensor_msgs/CompressedImage", read_only=True),

@@ -133,9 +133,13 @@ def _loop_settings(s: Settings, context: PolicyContext) -> LoopSettings:
 
 def build_runtime(settings: Mapping[str, Any], policy: Policy, *,
                   clock: Callable[[], float] = time.monotonic) -> Runtime:
-    """Validate ``settings`` against ``policy`` and wire the cache, schedule, loop and recorder."""
+    """Validate ``settings`` against ``policy`` and wire the cache, schedule, loop and recorder.
+
+    CheckpointError when the policy lacks stats for a normalized feature and ``allow_missing_stats`` is off.
+    """
     context = policy_context(policy)
     s = validate(settings, context)
+    policy.artifacts.require_complete_stats(s["allow_missing_stats"], "the parameter allow_missing_stats:=true")
     n = len(s["joint_names"])
     cameras = camera_topic_map(s["camera_topics"])
     sizes = {f.name: (f.shape[1], f.shape[2]) for f in policy.spec.cameras}
