@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from bundle_helpers import CALIBRATION_SAMPLES, make_bundle, tiny_policy_artifacts
+from bundle_helpers import CALIBRATION_SAMPLES, tiny_policy_artifacts
 
 from act_policy import load_policy
 from act_policy.core.synthetic import synthetic_observations
@@ -34,9 +34,9 @@ def write_episode(path: Path, observations: list[dict[str, np.ndarray]]) -> None
              action=np.zeros((len(observations), 6), np.float32))
 
 
-@pytest.fixture(scope="module")
-def quantized(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_bundle(tmp_path_factory.mktemp("quantize") / "bundle", quantized=True)
+@pytest.fixture
+def quantized(tiny_quantized_bundle: Path) -> Path:
+    return tiny_quantized_bundle
 
 
 def test_per_observation_files_are_read_in_name_order(tmp_path: Path) -> None:
