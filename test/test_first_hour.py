@@ -178,6 +178,8 @@ def test_errors_name_the_real_problem(tiny_bundle: Path, tiny_checkpoint: Path, 
     assert main(["quantize", str(tiny_checkpoint)]) == 2
     err = capsys.readouterr().err
     assert "is a LeRobot checkpoint, not a deploy bundle" in err and "act-policy export" in err
+    assert main(["quantize", str(tmp_path / "nowhere")]) == 2
+    assert f"{tmp_path / 'nowhere'}: does not exist" in capsys.readouterr().err
 
 
 def test_a_mistyped_log_level_is_a_usage_error_not_a_traceback(tiny_checkpoint: Path, capsys) -> None:

@@ -91,9 +91,12 @@ def test_episode_keys_must_agree_on_length(tmp_path: Path) -> None:
         list(npz_observations(tmp_path, SPEC, 1))
 
 
-def test_source_must_be_a_folder_or_synthetic(tmp_path: Path) -> None:
-    with pytest.raises(CalibrationError, match=r"must be a folder of \.npz files or 'synthetic'"):
+def test_source_must_exist_and_be_npz_data_or_synthetic(tmp_path: Path) -> None:
+    with pytest.raises(CalibrationError, match=r"nope: does not exist"):
         calibration_observations(tmp_path / "nope", SPEC, {}, 4)
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(CalibrationError, match=r"must be a \.npz file, a folder of \.npz files or 'synthetic'"):
+        calibration_observations(tmp_path / "notes.txt", SPEC, {}, 4)
 
 
 def test_synthetic_calibration_warns_loudly(caplog: pytest.LogCaptureFixture) -> None:

@@ -124,6 +124,8 @@ def write_weights(artifacts: PolicyArtifacts, folder: Path) -> None:
 
 def read_policy_document(folder: str | Path) -> dict[str, Any]:
     path = Path(folder) / POLICY_FILE
+    if not Path(folder).exists():
+        raise CheckpointError(f"{folder}: does not exist")
     if not path.is_file() and (Path(folder) / CONFIG_FILE).is_file():
         raise CheckpointError(f"{path}: file not found: {folder} is a LeRobot checkpoint, not a deploy bundle; "
                               f"run `act-policy export {folder} --out BUNDLE` first")
