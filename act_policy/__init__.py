@@ -22,6 +22,7 @@ _EXPORTS = {
     "BackendError": "act_policy.core.errors",
     "CheckpointError": "act_policy.core.errors",
     "ObservationError": "act_policy.core.errors",
+    "SettingError": "act_policy.core.errors",
     "Policy": "act_policy.core.policy",
     "StageTimes": "act_policy.core.policy",
     "load_artifacts": "act_policy.core.policy",

@@ -9,7 +9,6 @@ from conftest import tiny_spec
 from act_policy.core.artifacts import PolicyArtifacts
 from act_policy.core.synthetic import demo_artifacts
 from act_policy.export import export_bundle
-from act_policy.export.quantize import quantize_bundle
 
 CALIBRATION_SAMPLES = 8
 
@@ -18,9 +17,6 @@ def tiny_policy_artifacts() -> PolicyArtifacts:
     return demo_artifacts(tiny_spec(), seed=3)
 
 
-def make_bundle(folder: Path, quantized: bool = False) -> Path:
-    """Export the tiny policy to ``folder`` (and calibrate it on synthetic scenes if ``quantized``)."""
-    bundle = export_bundle(tiny_policy_artifacts(), folder, progress=lambda _: None)
-    if quantized:
-        quantize_bundle(bundle, None, CALIBRATION_SAMPLES, progress=lambda _: None)
-    return bundle
+def make_bundle(folder: Path) -> Path:
+    """Export the tiny policy to ``folder`` (conftest's session fixtures share one such bundle)."""
+    return export_bundle(tiny_policy_artifacts(), folder, progress=lambda _: None)

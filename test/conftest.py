@@ -37,6 +37,39 @@ def tiny_checkpoint(tmp_path: Path, tiny_artifacts: PolicyArtifacts) -> Path:
     return write_checkpoint(tiny_artifacts, tmp_path / "pretrained_model")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def demo_cache(tmp_path_factory: pytest.TempPathFactory):
+    """$XDG_CACHE_HOME for the whole run: the cached demo bundle is built at most once per session,
+    and never in the user's own ~/.cache."""
+    patch = pytest.MonkeyPatch()
+    folder = tmp_path_factory.mktemp("xdg_cache")
+    patch.setenv("XDG_CACHE_HOME", str(folder))
+    yield folder
+    patch.undo()
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny policy exported once per session; read-only (copy it before changing anything)."""
+    from bundle_helpers import make_bundle
+
+    return make_bundle(tmp_path_factory.mktemp("tiny_bundle") / "bundle")
+
+
+@pytest.fixture(scope="session")
+def tiny_quantized_bundle(tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``tiny_bundle`` plus act_int8.onnx and head_int8.onnx (8 synthetic scenes); read-only."""
+    import shutil
+
+    from bundle_helpers import CALIBRATION_SAMPLES
+
+    from act_policy.export.quantize import quantize_bundle
+
+    bundle = Path(shutil.copytree(tiny_bundle, tmp_path_factory.mktemp("tiny_int8") / "bundle"))
+    quantize_bundle(bundle, None, CALIBRATION_SAMPLES, progress=lambda _: None, head=True)
+    return bundle
+
+
 @pytest.fixture(scope="module")
 def tiny_torch_backend():
     """(artifacts, cpu_fp32 backend) built once per module: the backend is stateless between calls."""

@@ -87,7 +87,7 @@ def quantized_hailo_bundle(hailo_bundle: Path, tmp_path_factory: pytest.TempPath
         from act_policy.export.quantize import quantize_bundle
 
         bundle = Path(shutil.copytree(hailo_bundle, tmp_path_factory.mktemp("hailo_int8") / "bundle"))
-        quantize_bundle(bundle, None, 8, progress=lambda _: None)
+        quantize_bundle(bundle, None, 8, progress=lambda _: None, head=True)
         _SESSION["quantized"] = bundle
     return _SESSION["quantized"]
 

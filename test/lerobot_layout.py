@@ -8,6 +8,7 @@ The ≥ 0.4 layout mirrors what ``save_pretrained`` of LeRobot 0.4+ writes; the 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from safetensors.torch import save_file as save_torch
 from act_policy.core.artifacts import PolicyArtifacts
 from act_policy.core.config import FeatureType, PolicySpec
 
+PARITY_FIXTURES = Path(__file__).parent / "fixtures" / "lerobot_parity"
 PRE_STATS = "policy_preprocessor_step_3_normalizer_processor.safetensors"
 POST_STATS = "policy_postprocessor_step_0_unnormalizer_processor.safetensors"
 
@@ -114,3 +116,32 @@ def write_legacy_checkpoint(artifacts: PolicyArtifacts, folder: Path) -> Path:
     buffers("unnormalize_outputs", artifacts.action_stats)
     save_torch(weights, str(folder / "model.safetensors"))
     return folder
+
+
+def materialize_parity_case(name: str, folder: Path) -> tuple[Path, dict]:
+    """Copy LeRobot's own files of parity case ``name`` into ``folder`` and regenerate ``model.safetensors``.
+
+    The weights are rebuilt from the case's seed and proven to be the ones LeRobot saved (sha256 in
+    ``weights.json``); a legacy case's normalization buffers go back into ``model.safetensors``.
+    Returns ``(folder, weights.json content)``: a ``pretrained_model`` folder as LeRobot wrote it.
+    """
+    from safetensors.torch import load_file
+
+    from act_policy.core.checkpoint import expected_shapes
+    from act_policy.core.config import parse_lerobot_config
+    from act_policy.core.synthetic import seeded_state_dict, state_dict_sha256
+
+    source = PARITY_FIXTURES / name
+    meta = json.loads((source / "weights.json").read_text())
+    shutil.copytree(source, folder)
+    config_path = folder / "config.json"
+    spec = parse_lerobot_config(json.loads(config_path.read_text()), config_path)
+    weights = seeded_state_dict(expected_shapes(spec), meta["seed"])
+    assert state_dict_sha256(weights) == meta["sha256"], "regenerated weights differ from what LeRobot ran"
+    stats = {}
+    if (folder / "legacy_stats.safetensors").is_file():  # <= 0.3 layout: stats live in model.safetensors
+        stats = load_file(str(folder / "legacy_stats.safetensors"))
+        (folder / "legacy_stats.safetensors").unlink()
+    tensors = {f"model.{k}": torch.from_numpy(v) for k, v in weights.items()}
+    save_torch({**tensors, **stats}, str(folder / "model.safetensors"))
+    return folder, meta

@@ -14,13 +14,35 @@ from act_policy.tools.options import parse_backend_options
 def test_values_are_json_when_they_parse_and_strings_otherwise() -> None:
     options = parse_backend_options(
         ["hailo.timeout_ms=5000", "hailo.mode=full", "hailo.multi_process=true", "hailo.fallback_backend=cpu_int8",
-         'hailo.hef={"backbone_480x640": "/x/a.hef"}', "hailo.group_id=", "cpu_int8.note=a=b"],
+         'hailo.hef={"backbone_480x640": "/x/a.hef"}', "hailo.group_id=a=b"],
         ["cpu_fp32", "cpu_int8", "hailo"])
     assert options == {
         "hailo": {"timeout_ms": 5000, "mode": "full", "multi_process": True, "fallback_backend": "cpu_int8",
-                  "hef": {"backbone_480x640": "/x/a.hef"}, "group_id": ""},
-        "cpu_int8": {"note": "a=b"},  # only the first '=' separates the value
+                  "hef": {"backbone_480x640": "/x/a.hef"}, "group_id": "a=b"},  # only the first '=' separates
     }
+
+
+@pytest.mark.parametrize(("item", "message"), [
+    ("cpu_fp32.foo=1", r"backend 'cpu_fp32' takes no backend options, got \['foo'\]"),
+    ("cpu_int8.threads=2", r"backend 'cpu_int8' takes no backend options"),
+    ("hailo.moed=full", r"hailo backend: unknown option\(s\) \['moed'\]"),
+    ("hailo.mode=fulll", r"hailo backend: mode 'fulll'"),
+])
+def test_options_a_backend_does_not_take_are_refused_not_ignored(item: str, message: str) -> None:
+    with pytest.raises(BackendError, match=rf"--backend-option: {message}"):
+        parse_backend_options([item], ["cpu_fp32", "cpu_int8", "hailo"])
+
+
+def test_a_mistyped_hailo_option_is_refused_before_the_demo_is_exported(monkeypatch, capsys) -> None:
+    import act_policy.export.demo_bundle as demo_bundle
+
+    def export_must_not_start(*args, **kwargs):
+        raise AssertionError("the demo was exported before its options were checked")
+
+    monkeypatch.setattr(demo_bundle, "demo_bundle", export_must_not_start)
+    for command in (["demo", "--backend", "hailo"], ["benchmark", "demo", "--backends", "hailo"]):
+        assert main([*command, "--backend-option", "hailo.timeout=5"]) == 2
+        assert "unknown option(s) ['timeout']" in capsys.readouterr().err
 
 
 def test_each_option_goes_to_its_backend_only() -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import hailo_testing
 import pytest
-from bundle_helpers import make_bundle, tiny_policy_artifacts
+from bundle_helpers import tiny_policy_artifacts
 
 from act_policy.backends.torch_fp32 import build_prepared_model
 from act_policy.core.macs import count_macs
@@ -19,9 +19,9 @@ quantized_hailo_bundle = hailo_testing.quantized_hailo_bundle
 LATENCY_COLUMNS = ("p50 ms", "p95 ms", "p99 ms", "speedup", "GMAC/s")
 
 
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_bundle(tmp_path_factory.mktemp("bench") / "bundle", quantized=True)
+@pytest.fixture
+def bundle(tiny_quantized_bundle: Path) -> Path:
+    return tiny_quantized_bundle
 
 
 def test_report_has_every_documented_field(bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from bundle_helpers import make_bundle, tiny_policy_artifacts
+from bundle_helpers import tiny_policy_artifacts
 
 from act_policy import load_policy
 from act_policy.core.synthetic import synthetic_observations
@@ -81,9 +81,9 @@ def write_scene_dataset(root: Path, lengths: tuple[int, ...] = (6, STEPS)) -> Pa
     return write_v21(root, episodes, fps=10, camera_dtype="image")
 
 
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_bundle(tmp_path_factory.mktemp("calibration_sources") / "bundle")
+@pytest.fixture
+def bundle(tiny_bundle: Path) -> Path:
+    return tiny_bundle
 
 
 def fresh(bundle: Path, tmp_path: Path) -> Path:

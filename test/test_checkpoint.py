@@ -132,7 +132,8 @@ def edit_stats(path: Path, key: str, value) -> None:
 
 
 BAD_CHECKPOINTS = {
-    "missing config": (lambda p: (p / "config.json").unlink(), r"config.json: file not found"),
+    "missing config": (lambda p: (p / "config.json").unlink(), r"neither a LeRobot pretrained_model folder \(no "
+                       r"config.json\) nor an act_policy deploy bundle \(no policy.json\)"),
     "not json": (lambda p: (p / "config.json").write_text("{"), r"config.json: not valid JSON"),
     "wrong policy type": (lambda p: edit_json(p / "config.json", type="diffusion"),
                           r"'type' is 'diffusion'; act_policy runs only 'act'"),
@@ -172,5 +173,5 @@ def test_bad_checkpoint_is_refused_naming_file_and_key(case: str, tiny_checkpoin
 
 def test_a_file_instead_of_a_folder_is_refused(tmp_path: Path) -> None:
     (tmp_path / "model.safetensors").write_bytes(b"")
-    with pytest.raises(CheckpointError, match="expected a LeRobot pretrained_model folder"):
+    with pytest.raises(CheckpointError, match="is a file; expected a LeRobot pretrained_model folder"):
         load_lerobot_checkpoint(tmp_path / "model.safetensors")

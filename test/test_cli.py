@@ -18,7 +18,8 @@ def test_demo_streams_through_the_full_path_and_reports_latency(tiny_checkpoint:
     for stage in ("preprocess", "inference", "postprocess", "control tick"):
         assert re.search(rf"^{stage}\s+\d+\s+[\d.]+\s+[\d.]+\s+[\d.]+$", out, re.M), stage
     ticks, seconds, hz = re.search(r"control: (\d+) ticks in ([\d.]+) s = ([\d.]+) Hz achieved", out).groups()
-    assert int(ticks) >= 5 and float(hz) == pytest.approx(int(ticks) / float(seconds), rel=0.1)
+    # how many ticks fit depends on the machine's speed: at most one per 20 ms period, at least one
+    assert 1 <= int(ticks) <= 26 and float(hz) == pytest.approx(int(ticks) / float(seconds), rel=0.1)
 
 
 def test_info_reports_features_and_measured_macs(tiny_checkpoint: Path, capsys) -> None:
@@ -35,18 +36,23 @@ def test_errors_are_reported_without_a_traceback(tmp_path: Path, capsys) -> None
     assert "act-policy info: error:" in capsys.readouterr().err
 
 
-def test_demo_exports_the_embedded_policy_for_backends_that_run_a_bundle(monkeypatch, capsys) -> None:
+def test_demo_exports_the_embedded_policy_once_into_the_user_cache(monkeypatch, tmp_path: Path, capsys) -> None:
     from conftest import tiny_spec
 
-    import act_policy.export as export
+    import act_policy.export.demo_bundle as demo_bundle
     from act_policy.core.synthetic import demo_artifacts
 
-    monkeypatch.setattr(export, "demo_artifacts", lambda seed=0: demo_artifacts(tiny_spec(), seed))
-    assert main(["demo", "--backend", "onnx_fp32", "--duration", "0.3", "--n-action-steps", "5",
-                 "--threads", "1"]) == 0
-    out = capsys.readouterr().out
-    assert "exporting the demo policy for onnx_fp32" in out
-    assert re.search(r"^inference\s+\d+", out, re.M)
+    monkeypatch.setattr(demo_bundle, "demo_artifacts", lambda seed=0: demo_artifacts(tiny_spec(), seed))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    command = ["demo", "--backend", "onnx_fp32", "--duration", "0.3", "--n-action-steps", "5", "--threads", "1"]
+    assert main(command) == 0
+    first = capsys.readouterr()
+    assert "exporting the demo policy into the cache" in first.err
+    assert str(tmp_path / "cache" / "act_policy" / "demo") in first.err
+    assert re.search(r"^inference\s+\d+", first.out, re.M)
+    assert main(command) == 0
+    second = capsys.readouterr()
+    assert "exporting" not in second.err and "using the cached demo bundle" in second.err
 
 
 def test_demo_and_info_need_no_optional_dependency(tiny_checkpoint: Path) -> None:

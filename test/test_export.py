@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from bundle_helpers import make_bundle, tiny_policy_artifacts
+from bundle_helpers import tiny_policy_artifacts
 
 from act_policy import BackendError, CheckpointError, load_policy
 from act_policy.backends import BackendOptions, ModelInputs, create_backend
@@ -20,9 +20,9 @@ from act_policy.export import export_bundle, load_bundle
 from act_policy.export.bundle import FP32_GRAPH, HEAD_GRAPH, POLICY_FILE, WEIGHTS_FILE, backbone_file
 
 
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_bundle(tmp_path_factory.mktemp("export") / "bundle")
+@pytest.fixture
+def bundle(tiny_bundle: Path) -> Path:
+    return tiny_bundle
 
 
 @pytest.fixture

@@ -60,9 +60,12 @@ def test_legacy_min_max_uses_lerobot_0_3_epsilon_in_the_denominator() -> None:
     assert m.unnormalize(np.array([1.0], np.float32))[0] == pytest.approx(2.0)
 
 
-def test_identity_and_missing_stats_pass_values_through() -> None:
+def test_identity_passes_values_through_and_a_normalized_feature_without_stats_is_refused() -> None:
     np.testing.assert_array_equal(affine_map(NormMode.IDENTITY, STATS).normalize(X), X)
-    np.testing.assert_array_equal(affine_map(NormMode.MEAN_STD, None).unnormalize(X), X)
+    # loaders map LeRobot's pass-through of a feature without stats to IDENTITY (and record it);
+    # a normalized mode reaching the normalizer without stats is a broken file, never a silent identity
+    with pytest.raises(CheckpointError, match=r"policy.json: x: MEAN_STD normalization but no statistics"):
+        affine_map(NormMode.MEAN_STD, None, where="policy.json: x")
 
 
 def test_missing_stat_is_named() -> None:

@@ -9,51 +9,24 @@ over every tensor with the hash LeRobot's own saved file had.
 
 from __future__ import annotations
 
-import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from safetensors.torch import save_file
+from lerobot_layout import PARITY_FIXTURES, materialize_parity_case
 
 import act_policy
-from act_policy.core.checkpoint import expected_shapes, load_lerobot_checkpoint
-from act_policy.core.config import parse_lerobot_config
-from act_policy.core.synthetic import seeded_state_dict, state_dict_sha256
+from act_policy.core.checkpoint import load_lerobot_checkpoint
 
-FIXTURES = Path(__file__).parent / "fixtures" / "lerobot_parity"
-CASES = sorted(p.name for p in FIXTURES.iterdir() if (p / "episode.npz").is_file())
+CASES = sorted(p.name for p in PARITY_FIXTURES.iterdir() if (p / "episode.npz").is_file())
 TOLERANCE = 1e-4  # max abs error in action units
-
-
-def regenerate_weights(case_dir: Path, meta: dict) -> dict[str, np.ndarray]:
-    config_path = case_dir / "config.json"
-    spec = parse_lerobot_config(json.loads(config_path.read_text()), config_path)
-    return seeded_state_dict(expected_shapes(spec), meta["seed"])
 
 
 @pytest.fixture(params=CASES)
 def case(request, tmp_path: Path) -> tuple[Path, dict, dict]:
     """A complete checkpoint folder for one fixture case, weights regenerated and verified."""
-    source = FIXTURES / request.param
-    meta = json.loads((source / "weights.json").read_text())
-    folder = tmp_path / request.param
-    shutil.copytree(source, folder)
-    weights = regenerate_weights(source, meta)
-    assert state_dict_sha256(weights) == meta["sha256"], "regenerated weights differ from what LeRobot ran"
-    if (folder / "legacy_stats.safetensors").is_file():  # ≤ 0.3 layout: stats live in model.safetensors
-        from safetensors.torch import load_file
-
-        stats = load_file(str(folder / "legacy_stats.safetensors"))
-        (folder / "legacy_stats.safetensors").unlink()
-    else:
-        stats = {}
-    tensors = {f"model.{k}": torch.from_numpy(v) for k, v in weights.items()}
-    save_file({**tensors, **stats}, str(folder / "model.safetensors"))
-    episode = dict(np.load(folder / "episode.npz"))
-    return folder, meta, episode
+    folder, meta = materialize_parity_case(request.param, tmp_path / request.param)
+    return folder, meta, dict(np.load(folder / "episode.npz"))
 
 
 def observations(meta: dict, episode: dict) -> list[dict[str, np.ndarray]]:

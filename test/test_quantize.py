@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from bundle_helpers import CALIBRATION_SAMPLES, make_bundle, tiny_policy_artifacts
+from bundle_helpers import CALIBRATION_SAMPLES, tiny_policy_artifacts
 
 from act_policy import load_policy
 from act_policy.core.synthetic import synthetic_observations
@@ -34,9 +34,9 @@ def write_episode(path: Path, observations: list[dict[str, np.ndarray]]) -> None
              action=np.zeros((len(observations), 6), np.float32))
 
 
-@pytest.fixture(scope="module")
-def quantized(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_bundle(tmp_path_factory.mktemp("quantize") / "bundle", quantized=True)
+@pytest.fixture
+def quantized(tiny_quantized_bundle: Path) -> Path:
+    return tiny_quantized_bundle
 
 
 def test_per_observation_files_are_read_in_name_order(tmp_path: Path) -> None:
@@ -91,9 +91,12 @@ def test_episode_keys_must_agree_on_length(tmp_path: Path) -> None:
         list(npz_observations(tmp_path, SPEC, 1))
 
 
-def test_source_must_be_a_folder_or_synthetic(tmp_path: Path) -> None:
-    with pytest.raises(CalibrationError, match=r"must be a folder of \.npz files or 'synthetic'"):
+def test_source_must_exist_and_be_npz_data_or_synthetic(tmp_path: Path) -> None:
+    with pytest.raises(CalibrationError, match=r"nope: does not exist"):
         calibration_observations(tmp_path / "nope", SPEC, {}, 4)
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(CalibrationError, match=r"must be a \.npz file, a folder of \.npz files or 'synthetic'"):
+        calibration_observations(tmp_path / "notes.txt", SPEC, {}, 4)
 
 
 def test_synthetic_calibration_warns_loudly(caplog: pytest.LogCaptureFixture) -> None:

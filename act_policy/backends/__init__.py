@@ -24,8 +24,8 @@ def reference_backend() -> str:
     return "cpu_fp32" if available("torch") else "onnx_fp32"
 
 
-def create_backend(name: str, artifacts: PolicyArtifacts, options: BackendOptions | None = None) -> Backend:
-    """Instantiate backend ``name``; an unknown name raises BackendError, a missing runtime
+def backend_class(name: str) -> type[Backend]:
+    """The class registered as ``name``; an unknown name raises BackendError, a missing runtime
     MissingDependencyError naming what to install."""
     if name not in BACKENDS:
         raise BackendError(f"unknown backend {name!r}; available: {', '.join(BACKENDS)}")
@@ -34,8 +34,18 @@ def create_backend(name: str, artifacts: PolicyArtifacts, options: BackendOption
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise missing_dependency(exc, f"backend {name!r}") from exc
-    return getattr(module, class_name)(artifacts, options or BackendOptions())
+    return getattr(module, class_name)
 
 
-__all__ = ["BACKENDS", "Backend", "BackendOptions", "ModelInputs", "backend_label", "create_backend",
+def create_backend(name: str, artifacts: PolicyArtifacts, options: BackendOptions | None = None) -> Backend:
+    """Instantiate backend ``name``; unknown names, missing runtimes and options the backend does not
+    take (``options.extra``, see :meth:`Backend.check_options`) raise BackendError (a missing runtime:
+    MissingDependencyError)."""
+    cls = backend_class(name)
+    options = options or BackendOptions()
+    cls.check_options(options.extra)
+    return cls(artifacts, options)
+
+
+__all__ = ["BACKENDS", "Backend", "BackendOptions", "ModelInputs", "backend_class", "backend_label", "create_backend",
            "fallback_warning", "reference_backend"]

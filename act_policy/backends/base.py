@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from act_policy.core.artifacts import PolicyArtifacts
+from act_policy.core.errors import BackendError
 
 
 @dataclass
@@ -43,6 +44,12 @@ class BackendOptions:
     device: str = "cpu"  # torch backends only: "cpu", "cuda", "cuda:1", ...
     extra: Mapping[str, Any] = field(default_factory=dict)  # backend-specific settings
 
+    def __post_init__(self) -> None:
+        threads = self.num_threads
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+            raise BackendError(f"num_threads: expected a positive number of threads, or None for all cores up "
+                               f"to 4, got {threads!r}")
+
     @property
     def threads(self) -> int:
         return self.num_threads or default_num_threads()
@@ -60,6 +67,13 @@ class Backend(ABC):
     @abstractmethod
     def infer(self, inputs: ModelInputs) -> np.ndarray:
         """Return the normalized action chunk, float32 (chunk_size, action_dim)."""
+
+    @classmethod
+    def check_options(cls, extra: Mapping[str, Any]) -> None:
+        """Raise BackendError for settings in ``extra`` this backend does not take (by default: any),
+        so a typo is refused before work starts instead of leaving a default silently in place."""
+        if extra:
+            raise BackendError(f"backend {cls.name!r} takes no backend options, got {sorted(extra)}")
 
     def describe(self) -> dict[str, Any]:
         """Facts for logs, diagnostics and benchmark reports."""

@@ -538,6 +538,10 @@ def _onnx_session(path: Path, threads: int):
 class HailoBackend(Backend):
     name = "hailo"
 
+    @classmethod
+    def check_options(cls, extra: Mapping[str, Any]) -> None:
+        HailoSettings.from_extra(extra)
+
     def __init__(self, artifacts: PolicyArtifacts, options: BackendOptions) -> None:
         super().__init__(artifacts, options)
         self.settings = HailoSettings.from_extra(options.extra)

@@ -13,7 +13,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-# name -> (block type, blocks per stage)
+from act_policy.core.errors import CheckpointError
+
+# name -> (block type, blocks per stage); config.SUPPORTED_BACKBONES lists the names without torch
 RESNETS: dict[str, tuple[str, tuple[int, int, int, int]]] = {
     "resnet18": ("basic", (2, 2, 2, 2)),
     "resnet34": ("basic", (3, 4, 6, 3)),
@@ -92,7 +94,8 @@ class ResNetBackbone(nn.Module):
     def __init__(self, name: str) -> None:
         super().__init__()
         if name not in RESNETS:
-            raise ValueError(f"vision_backbone {name!r} is not supported; expected one of {sorted(RESNETS)}")
+            raise CheckpointError(f"config: vision_backbone {name!r} is not supported; "
+                                  f"expected one of {sorted(RESNETS)}")
         kind, depths = RESNETS[name]
         block = BasicBlock if kind == "basic" else Bottleneck
         self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)

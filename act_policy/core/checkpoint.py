@@ -107,14 +107,14 @@ def _processor_step(processor: dict[str, Any], registry_name: str, path: Path) -
     return matches[0] if matches else None
 
 
-def _normalizer_from_processor(folder: Path, file: str, registry_name: str,
-                               features: tuple[Feature, ...]) -> tuple[Stats, dict[str, NormMode], float]:
-    """Stats, effective per-feature modes and eps of one (un)normalizer step."""
+def _normalizer_from_processor(folder: Path, file: str, registry_name: str, features: tuple[Feature, ...]
+                               ) -> tuple[Stats, dict[str, NormMode], float, dict[str, str]]:
+    """Stats, effective per-feature modes, eps, and the normalized features without stats, of one step."""
     path = folder / file
     step = _processor_step(read_json(path), registry_name, path)
     if step is None:
         log.warning("%s: no %s step; features pass through unnormalized", path, registry_name)
-        return {}, {f.name: NormMode.IDENTITY for f in features}, DEFAULT_EPS
+        return {}, {f.name: NormMode.IDENTITY for f in features}, DEFAULT_EPS, {}
     cfg = step.get("config") or {}
     state_file = step.get("state_file")
     if not state_file:
@@ -125,6 +125,7 @@ def _normalizer_from_processor(folder: Path, file: str, registry_name: str,
     step_features = cfg.get("features")
     only = cfg.get("normalize_observation_keys")
     modes: dict[str, NormMode] = {}
+    missing: dict[str, str] = {}
     for f in features:
         mode = NormMode(str(norm_map.get(f.type.value, "IDENTITY")).upper())
         listed = step_features is None or f.name in step_features
@@ -135,9 +136,10 @@ def _normalizer_from_processor(folder: Path, file: str, registry_name: str,
             # LeRobot passes such a feature through unchanged; say so, since it is rarely intended.
             log.warning("%s: %s normalization configured for %r but %s has no stats for it; "
                         "it passes through unnormalized (as in LeRobot)", path, mode.value, f.name, stats_path)
+            missing[f.name] = mode.value
             mode = NormMode.IDENTITY
         modes[f.name] = mode
-    return stats, modes, float(cfg.get("eps", DEFAULT_EPS))
+    return stats, modes, float(cfg.get("eps", DEFAULT_EPS)), missing
 
 
 def _legacy_stats(weights: dict[str, torch.Tensor], spec: PolicySpec, path: Path) -> tuple[Stats, Stats]:
@@ -194,11 +196,54 @@ def check_weights(weights: dict[str, torch.Tensor], spec: PolicySpec, path: Path
     return out
 
 
-def load_lerobot_checkpoint(path: str | Path) -> PolicyArtifacts:
-    """Load a LeRobot ACT ``pretrained_model`` folder of either layout."""
-    folder = Path(path)
+def _check_folder(folder: Path) -> None:
+    """Say what is wrong with a path that is not a checkpoint folder, before reading any file."""
+    if not folder.exists():
+        raise CheckpointError(f"{folder}: does not exist")
     if not folder.is_dir():
-        raise CheckpointError(f"{folder}: expected a LeRobot pretrained_model folder")
+        raise CheckpointError(f"{folder}: is a file; expected a LeRobot pretrained_model folder or an act_policy "
+                              "deploy bundle (a folder)")
+    if not (folder / CONFIG_FILE).is_file():
+        if any(folder.glob("*.onnx")):
+            raise CheckpointError(f"{folder}: has ONNX graphs but no policy.json, so it is not a complete act_policy "
+                                  "bundle (an interrupted export?); export it again")
+        raise CheckpointError(f"{folder}: neither a LeRobot pretrained_model folder (no {CONFIG_FILE}) nor an "
+                              "act_policy deploy bundle (no policy.json)")
+
+
+def _require_legacy_stats(spec: PolicySpec, input_stats: Stats, action_stats: Stats, folder: Path,
+                          weights_path: Path) -> None:
+    """A folder without processor files is LeRobot ≤ 0.3 only if its weights hold the stats its config needs.
+
+    LeRobot ≥ 0.4 keeps the stats beside the weights, in files named by ``policy_preprocessor.json``:
+    a ≥ 0.4 folder that lost that file has no buffers and must not load as an unnormalized policy.
+    """
+    found = {**input_stats, **action_stats}
+    needed = [f for f in (*spec.inputs, spec.action) if f.norm_mode is not NormMode.IDENTITY]
+    absent = [f.name for f in needed if f.name not in found]
+    if not absent:
+        return
+    if not found:
+        present = [p.name for p in folder.glob("policy_*processor*")]
+        raise CheckpointError(
+            f"{folder / PREPROCESSOR_FILE}: file not found. {CONFIG_FILE} normalizes {absent}, and the statistics "
+            f"are neither in {PREPROCESSOR_FILE} (LeRobot >= 0.4 layout) nor as normalize_inputs.* / "
+            f"unnormalize_outputs.* buffers in {weights_path.name} (LeRobot <= 0.3 layout)"
+            + (f"; found {sorted(present)} of the >= 0.4 layout: copy the whole pretrained_model folder"
+               if present else ""))
+    raise CheckpointError(f"{weights_path}: LeRobot <= 0.3 checkpoint without normalization buffers for {absent} "
+                          f"(expected normalize_inputs.buffer_<feature>.* / unnormalize_outputs.buffer_action.*)")
+
+
+def load_lerobot_checkpoint(path: str | Path) -> PolicyArtifacts:
+    """Load a LeRobot ACT ``pretrained_model`` folder of either layout.
+
+    The layout is decided by ``policy_preprocessor.json`` (≥ 0.4); without it the folder is read
+    as ≤ 0.3 only when the weights hold the normalization buffers the config needs. Errors:
+    :class:`CheckpointError` naming the missing or malformed file.
+    """
+    folder = Path(path)
+    _check_folder(folder)
     config_path = folder / CONFIG_FILE
     spec = parse_lerobot_config(read_json(config_path), config_path)
     raw, weights_path = _read_weights(folder)
@@ -206,10 +251,11 @@ def load_lerobot_checkpoint(path: str | Path) -> PolicyArtifacts:
     weights = {k: v for k, v in weights.items() if not k.startswith(IGNORED_PREFIXES)}
 
     if (folder / PREPROCESSOR_FILE).is_file():
-        input_stats, input_modes, input_eps = _normalizer_from_processor(
+        input_stats, input_modes, input_eps, missing = _normalizer_from_processor(
             folder, PREPROCESSOR_FILE, "normalizer_processor", spec.inputs)
-        action_stats, action_modes, action_eps = _normalizer_from_processor(
+        action_stats, action_modes, action_eps, missing_action = _normalizer_from_processor(
             folder, POSTPROCESSOR_FILE, "unnormalizer_processor", (spec.action,))
+        missing.update(missing_action)
         spec = spec.with_norm_modes({**input_modes, **action_modes})
         rename = _processor_step(read_json(folder / PREPROCESSOR_FILE), "rename_observations_processor",
                                  folder / PREPROCESSOR_FILE)
@@ -219,8 +265,9 @@ def load_lerobot_checkpoint(path: str | Path) -> PolicyArtifacts:
             del weights[key]  # stale copies from a migrated checkpoint; the processors are authoritative
     else:
         input_stats, action_stats = _legacy_stats(weights, spec, weights_path)
+        _require_legacy_stats(spec, input_stats, action_stats, folder, weights_path)
         input_eps = action_eps = DEFAULT_EPS
-        rename_map, legacy = {}, True
+        rename_map, legacy, missing = {}, True, {}
     _check_renames(rename_map, spec, folder / PREPROCESSOR_FILE)
     spec = dataclasses.replace(spec, rename_map=rename_map)
     return PolicyArtifacts(
@@ -232,6 +279,7 @@ def load_lerobot_checkpoint(path: str | Path) -> PolicyArtifacts:
         input_eps=input_eps,
         action_eps=action_eps,
         legacy_normalization=legacy,
+        missing_stats=missing,
     )
 
 

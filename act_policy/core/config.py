@@ -19,6 +19,7 @@ STATE_KEY = "observation.state"
 ENV_STATE_KEY = "observation.environment_state"
 ACTION_KEY = "action"
 IMAGE_PREFIX = "observation.image"
+SUPPORTED_BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")  # backbone.RESNETS's names
 
 
 class FeatureType(str, Enum):
@@ -212,6 +213,11 @@ def _check_config(c: ACTConfig, path: Path) -> None:
         problems.append(f"dim_model={c.dim_model} is not divisible by n_heads={c.n_heads}")
     if c.temporal_ensemble_coeff is not None and c.n_action_steps != 1:
         problems.append("temporal_ensemble_coeff requires n_action_steps=1 (as in LeRobot)")
+    if c.replace_final_stride_with_dilation:
+        problems.append("replace_final_stride_with_dilation=true is not supported (act_policy runs the standard "
+                        "stride-32 ResNet)")
+    if c.vision_backbone not in SUPPORTED_BACKBONES:
+        problems.append(f"vision_backbone={c.vision_backbone!r}; expected one of {', '.join(SUPPORTED_BACKBONES)}")
     if c.feedforward_activation not in ("relu", "gelu", "glu"):
         problems.append(f"feedforward_activation={c.feedforward_activation!r}; expected relu, gelu or glu")
     if problems:

@@ -19,3 +19,7 @@ class BackendError(ActPolicyError):
 
 class MissingDependencyError(ActPolicyError, ImportError):
     """An optional package is not installed; the message says what needs it and what to install."""
+
+
+class SettingError(ActPolicyError, ValueError):
+    """A setting the caller chose (an argument, CLI flag or node parameter) is invalid for this policy."""

@@ -11,14 +11,16 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from act_policy.core.errors import SettingError
+
 
 def per_joint(values: Sequence[float], n: int, fill: float, name: str) -> tuple[float, ...]:
     """An optional per-joint array read like the node's parameters: empty → ``fill``, one value → every joint.
 
-    ValueError (starting with ``name``) for any other length than 0, 1 or ``n``.
+    SettingError (starting with ``name``) for any other length than 0, 1 or ``n``.
     """
     if len(values) not in (0, 1, n):
-        raise ValueError(f"{name}: expected 1 or {n} values (one per joint), got {len(values)}")
+        raise SettingError(f"{name}: expected 1 or {n} values (one per joint), got {len(values)}")
     if not values:
         return (fill,) * n
     return tuple(values) * n if len(values) == 1 else tuple(values)
@@ -35,7 +37,7 @@ class JointUnits:
         self.scale = np.asarray(scale, np.float64)
         self.offset = np.asarray(offset, np.float64)
         if self.scale.shape != self.offset.shape or np.any(self.scale == 0):
-            raise ValueError(f"joint scale {self.scale} and offset {self.offset} must match in length, scale != 0")
+            raise SettingError(f"joint scale {self.scale} and offset {self.offset} must match in length, scale != 0")
 
     @classmethod
     def from_parameters(cls, scale: Sequence[float], offset: Sequence[float], n: int) -> JointUnits:

@@ -25,6 +25,7 @@ from torch.nn import functional as F
 
 from act_policy.core.backbone import ResNetBackbone, fold_frozen_batch_norm
 from act_policy.core.config import PolicySpec
+from act_policy.core.errors import CheckpointError
 
 ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu, "glu": F.glu}
 
@@ -178,8 +179,8 @@ class ACT(nn.Module):
     def __init__(self, spec: PolicySpec) -> None:
         super().__init__()
         c = spec.config
-        if c.replace_final_stride_with_dilation:
-            raise ValueError("replace_final_stride_with_dilation=True is not supported")
+        if c.replace_final_stride_with_dilation:  # checkpoints are refused earlier, naming config.json
+            raise CheckpointError("config: replace_final_stride_with_dilation=true is not supported")
         self.spec = spec
         dim = c.dim_model
         layer_args = (dim, c.n_heads, c.dim_feedforward, c.feedforward_activation, c.pre_norm)

@@ -5,7 +5,8 @@ Formulas (LeRobot ≥ 0.4 ``NormalizerProcessorStep``, eps = 1e-8 unless the che
 * MEAN_STD:   ``(x - mean) / (std + eps)``;     inverse ``x * std + mean``
 * MIN_MAX:    ``2 (x - min) / d - 1``, d = max - min, or eps where d == 0;  inverse ``(x + 1) / 2 · d + min``
 * QUANTILES:  as MIN_MAX with (q01, q99);  QUANTILE10: with (q10, q90)
-* IDENTITY, or no stats for a feature: unchanged.
+* IDENTITY: unchanged (a checkpoint loader maps LeRobot's pass-through of a feature without
+  stats to IDENTITY and records it in ``PolicyArtifacts.missing_stats``).
 
 LeRobot ≤ 0.3 (``normalize.py``) differed only in MIN_MAX: ``2 (x - min) / (max - min + 1e-8) - 1``
 and inverse ``(x + 1) / 2 · (max - min) + min``; ``legacy=True`` selects that.
@@ -61,9 +62,11 @@ class AffineMap:
 def affine_map(mode: NormMode, stats: dict[str, np.ndarray] | None, eps: float = DEFAULT_EPS,
                where: str = "", legacy: bool = False) -> AffineMap:
     """Build the affine map for one feature; raises naming ``where`` if stats are missing or NaN."""
-    if mode is NormMode.IDENTITY or stats is None:
+    if mode is NormMode.IDENTITY:
         one, zero = np.float32(1.0), np.float32(0.0)
         return AffineMap(zero, one, zero, one, zero)
+    if stats is None:  # loaders turn a LeRobot pass-through into IDENTITY; anything else is a broken file
+        raise CheckpointError(f"{where}: {mode.value} normalization but no statistics for this feature")
     lo_name, hi_name = REQUIRED_STATS[mode]
     for name in (lo_name, hi_name):
         if name not in stats:

@@ -18,7 +18,7 @@ from act_policy.backends import Backend, BackendOptions, ModelInputs, create_bac
 from act_policy.core.artifacts import PolicyArtifacts
 from act_policy.core.config import Feature, FeatureType, PolicySpec
 from act_policy.core.dependencies import needs
-from act_policy.core.errors import ObservationError
+from act_policy.core.errors import ObservationError, SettingError
 from act_policy.core.scheduling import ChunkQueue, TemporalEnsembler
 
 Observation = Mapping[str, np.ndarray]
@@ -51,9 +51,10 @@ class Policy:
         coeff = c.temporal_ensemble_coeff if temporal_ensemble_coeff is None else temporal_ensemble_coeff
         self.n_action_steps = n_action_steps or (1 if coeff is not None else c.n_action_steps)
         if not 1 <= self.n_action_steps <= c.chunk_size:
-            raise ValueError(f"n_action_steps must be in [1, {c.chunk_size}], got {self.n_action_steps}")
+            raise SettingError(f"n_action_steps: expected 1 to chunk_size={c.chunk_size}, got {self.n_action_steps}")
         if coeff is not None and self.n_action_steps != 1:
-            raise ValueError("temporal ensembling infers every step: n_action_steps must be 1 (as in LeRobot)")
+            raise SettingError(f"n_action_steps: temporal ensembling (coefficient {coeff}) infers every step, so it "
+                               f"must be 1 (as in LeRobot), got {self.n_action_steps}")
         self.temporal_ensemble_coeff = coeff
         self._queue = ChunkQueue(self.n_action_steps)
         self._ensembler = TemporalEnsembler(coeff, c.chunk_size) if coeff is not None else None
@@ -159,17 +160,21 @@ def _checked_vector(obs: Mapping[str, Any], f: Feature) -> np.ndarray:
 
 
 def load_artifacts(path: str | Path) -> PolicyArtifacts:
-    """Load a LeRobot checkpoint folder (either layout) or an act_policy deploy bundle.
+    """Load a LeRobot checkpoint folder (either layout), an act_policy deploy bundle, or ``demo``
+    (the seeded default-size policy, :data:`act_policy.core.synthetic.DEMO_NAME`).
 
     A bundle loads with numpy alone (its torch weights are read only if a torch backend asks);
-    a LeRobot checkpoint needs torch, and says so with a :class:`MissingDependencyError`.
+    a LeRobot checkpoint and the demo need torch, and say so with a :class:`MissingDependencyError`.
     """
     from act_policy.core.checkpoint import load_lerobot_checkpoint
+    from act_policy.core.synthetic import DEMO_NAME, demo_artifacts
     from act_policy.export.bundle import is_bundle, load_bundle
 
     if is_bundle(path):
         return load_bundle(path)
-    with needs("reading a LeRobot checkpoint (a deploy bundle from `act-policy export` needs no torch)"):
+    with needs("reading a LeRobot checkpoint or the demo (a deploy bundle from `act-policy export` needs no torch)"):
+        if str(path) == DEMO_NAME and not Path(path).exists():
+            return demo_artifacts()
         return load_lerobot_checkpoint(path)
 
 

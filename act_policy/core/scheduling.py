@@ -12,13 +12,15 @@ from collections import deque
 
 import numpy as np
 
+from act_policy.core.errors import SettingError
+
 
 class ChunkQueue:
     """LeRobot's default: execute the first ``n_action_steps`` of a chunk, then ask for a new one."""
 
     def __init__(self, n_action_steps: int) -> None:
         if n_action_steps < 1:
-            raise ValueError(f"n_action_steps must be >= 1, got {n_action_steps}")
+            raise SettingError(f"n_action_steps: expected at least 1, got {n_action_steps}")
         self.n_action_steps = n_action_steps
         self._queue: deque[np.ndarray] = deque()
 

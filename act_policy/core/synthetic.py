@@ -29,6 +29,7 @@ from act_policy.core.dependencies import needs
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 DEMO_CAMERA = "observation.images.front"
+DEMO_NAME = "demo"  # accepted wherever a checkpoint path is: the seeded default-size policy (demo_artifacts)
 
 
 def demo_spec(height: int = 480, width: int = 640, n_joints: int = 6,

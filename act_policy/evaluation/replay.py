@@ -47,7 +47,7 @@ import numpy as np
 from act_policy.backends import BACKENDS, BackendOptions, create_backend, reference_backend
 from act_policy.core.artifacts import PolicyArtifacts
 from act_policy.core.diagnostics import Summary, summarize
-from act_policy.core.errors import BackendError
+from act_policy.core.errors import BackendError, SettingError
 from act_policy.core.policy import Policy
 from act_policy.data.episode import DatasetError, Episode
 
@@ -100,9 +100,9 @@ def check_rate(latency_p95_ms: float, rate_hz: float, chunk_size: int, n_action_
                ensembling: bool = False) -> RateCheck:
     """Evaluate ``L < budget`` (see module docstring) for a p95 latency in milliseconds."""
     if rate_hz <= 0:
-        raise ValueError(f"control rate must be positive, got {rate_hz}")
+        raise SettingError(f"control rate must be positive, got {rate_hz}")
     if not ensembling and not 0 <= refill_threshold < n_action_steps:
-        raise ValueError(f"refill threshold must be in [0, n_action_steps={n_action_steps}), got {refill_threshold}")
+        raise SettingError(f"refill threshold must be in [0, n_action_steps={n_action_steps}), got {refill_threshold}")
     period = 1e3 / rate_hz
     latency = float(latency_p95_ms)
     if ensembling:

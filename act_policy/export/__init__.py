@@ -6,8 +6,8 @@ only needs ``onnxruntime`` (the ``robot`` extra) to run a bundle, and no torch.
 
 from __future__ import annotations
 
-import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,7 +15,7 @@ from act_policy.backends import BackendOptions, create_backend
 from act_policy.core.artifacts import PolicyArtifacts
 from act_policy.core.errors import CheckpointError
 from act_policy.core.policy import Policy
-from act_policy.core.synthetic import demo_artifacts, synthetic_observations
+from act_policy.core.synthetic import synthetic_observations
 from act_policy.export.bundle import (
     POLICY_FILE,
     WEIGHTS_FILE,
@@ -44,49 +44,52 @@ def reference_policy(artifacts: PolicyArtifacts, num_threads: int | None = None)
 
 
 def export_bundle(artifacts: PolicyArtifacts, out: str | Path, progress: Progress = stderr_progress,
-                  overwrite: bool = False) -> Path:
-    """Write a deploy bundle for ``artifacts`` into ``out`` (see :mod:`act_policy.export.bundle`)."""
-    from act_policy.export.onnx_export import export_graphs
+                  overwrite: bool = False, allow_missing_stats: bool = False) -> Path:
+    """Write a deploy bundle for ``artifacts`` into ``out`` (see :mod:`act_policy.export.bundle`).
 
+    The bundle is assembled in a temporary folder beside ``out`` and renamed into place when
+    complete, so a failed export leaves no partial bundle behind (and an existing one, with
+    ``overwrite``, untouched until the new one is whole). CheckpointError if ``out`` holds
+    something else, or if a normalized feature has no stats and ``allow_missing_stats`` is False.
+    """
+    artifacts.require_complete_stats(allow_missing_stats, "--allow-missing-stats (allow_missing_stats=True)")
     out = Path(out)
-    if out.exists() and any(out.iterdir()):
+    if out.exists() and not (out.is_dir() and not any(out.iterdir())):
         if not overwrite:
             raise CheckpointError(f"{out}: output folder exists and is not empty (pass overwrite / --force)")
         if not is_bundle(out):
             raise CheckpointError(f"{out}: refusing to overwrite a folder that is not an act_policy bundle")
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{out.name}.partial-", dir=out.parent) as tmp:
+        staging = Path(tmp) / "bundle"
+        staging.mkdir()
+        _write_bundle(artifacts, staging, progress)
+        if out.exists():  # an empty folder, or the bundle being replaced: moved aside, deleted with tmp
+            out.rename(Path(tmp) / "replaced")
+        staging.rename(out)
+    return out
+
+
+def _write_bundle(artifacts: PolicyArtifacts, folder: Path, progress: Progress) -> None:
+    from act_policy.export.onnx_export import export_graphs
+
     source_hash = None
     if artifacts.source is not None and artifacts.source.is_dir():
         progress(f"hashing source checkpoint {artifacts.source}")
         source_hash = checkpoint_sha256(artifacts.source)
     document = policy_document(artifacts, source_hash)
-    write_weights(artifacts, out)
+    write_weights(artifacts, folder)
     reference = reference_policy(artifacts)
     observations = synthetic_observations(artifacts.spec, artifacts.input_stats, PARITY_SAMPLES, seed=PARITY_SEED)
     examples = [reference.preprocess(o) for o in observations]
-    document["graphs"] = export_graphs(reference.backend.model, artifacts, examples, out, progress)
-    document["files"] = dict.fromkeys([WEIGHTS_FILE, *(p.name for p in out.glob("*.onnx"))], "")
-    write_policy_document(out, document)
-    worst = max(document["graphs"]["parity_max_abs"].values())
-    progress(f"wrote {out / POLICY_FILE} and {len(document['files'])} files; "
-             f"max |ONNX - torch| = {worst:.2e} over {PARITY_SAMPLES} observations")
-    return out
+    document["graphs"] = export_graphs(reference.backend.model, artifacts, examples, folder, progress)
+    document["files"] = dict.fromkeys([WEIGHTS_FILE, *(p.name for p in folder.glob("*.onnx"))], "")
+    write_policy_document(folder, document)
+    graphs = document["graphs"]
+    worst = max(graphs["parity_max_abs"], key=graphs["parity_max_abs"].get)
+    progress(f"wrote {POLICY_FILE} and {len(document['files'])} files; largest |ONNX - torch| over "
+             f"{PARITY_SAMPLES} observations: {graphs['parity_max_abs'][worst]:.2e} "
+             f"({graphs['parity_max_rel'][worst]:.2e} relative) in {worst}")
 
 
 __all__ = ["export_bundle", "is_bundle", "load_bundle", "reference_policy", "stderr_progress"]
-
-
-DEMO_CALIBRATION_SAMPLES = 64
-
-
-def export_demo_bundle(folder: Path, backends: list[str], samples: int = DEMO_CALIBRATION_SAMPLES,
-                       progress: Progress = stderr_progress, seed: int = 0) -> Path:
-    """Bundle of the seeded default-size demo policy in ``folder``, INT8-calibrated on synthetic scenes
-    when a backend needs ``act_int8.onnx`` — so demo and benchmark can run every backend with no checkpoint."""
-    from act_policy.export.quantize import quantize_bundle
-
-    bundle = export_bundle(demo_artifacts(seed=seed), folder / "demo_bundle", progress)
-    if "cpu_int8" in backends:
-        quantize_bundle(bundle, None, samples, progress)
-    return bundle

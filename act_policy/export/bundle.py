@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from act_policy.core.artifacts import LazyWeights, PolicyArtifacts
-from act_policy.core.checkpoint import check_weights, read_json, read_safetensors
+from act_policy.core.checkpoint import CONFIG_FILE, check_weights, read_json, read_safetensors
 from act_policy.core.config import ACTConfig, Feature, FeatureType, NormMode, PolicySpec
 from act_policy.core.errors import CheckpointError
 from act_policy.core.normalization import Stats
@@ -98,6 +98,7 @@ def policy_document(artifacts: PolicyArtifacts, source_sha256: str | None) -> di
             "input_eps": artifacts.input_eps,
             "action_eps": artifacts.action_eps,
             "legacy_min_max": artifacts.legacy_normalization,
+            "missing_stats": dict(artifacts.missing_stats),
             "input_stats": _stats_json(artifacts.input_stats),
             "action_stats": _stats_json(artifacts.action_stats),
         },
@@ -123,6 +124,11 @@ def write_weights(artifacts: PolicyArtifacts, folder: Path) -> None:
 
 def read_policy_document(folder: str | Path) -> dict[str, Any]:
     path = Path(folder) / POLICY_FILE
+    if not Path(folder).exists():
+        raise CheckpointError(f"{folder}: does not exist")
+    if not path.is_file() and (Path(folder) / CONFIG_FILE).is_file():
+        raise CheckpointError(f"{path}: file not found: {folder} is a LeRobot checkpoint, not a deploy bundle; "
+                              f"run `act-policy export {folder} --out BUNDLE` first")
     doc = read_json(path)
     if doc.get("format") != FORMAT:
         raise CheckpointError(f"{path}: 'format' is {doc.get('format')!r}, expected {FORMAT!r}")
@@ -204,4 +210,5 @@ def load_bundle(folder: str | Path) -> PolicyArtifacts:
         input_eps=float(_field(norm, "input_eps", path)),
         action_eps=float(_field(norm, "action_eps", path)),
         legacy_normalization=bool(norm.get("legacy_min_max", False)),
+        missing_stats=dict(norm.get("missing_stats") or {}),
     )

@@ -3,7 +3,8 @@
 INT8 ranges are only as good as the observations they are measured on, so calibrate on what
 the robot's cameras and joints really produce. SOURCE is one of:
 
-* **a folder of ``.npz`` files** (e.g. written by the node's ``record_dir``), read in file-name order:
+* **a folder of ``.npz`` files** (e.g. written by the node's ``record_dir``), read in file-name order,
+  or **one ``.npz`` file**:
 
   - keys are the policy's input feature names (``observation.state``,
     ``observation.images.<camera>``, ...; names from the checkpoint's ``rename_map`` are accepted too);
@@ -137,15 +138,21 @@ def _inspect(path: Path, spec: PolicySpec) -> _Episode:
 
 
 def npz_observations(folder: str | Path, spec: PolicySpec, samples: int) -> Iterator[dict[str, np.ndarray]]:
-    """``samples`` observations spread evenly over the recordings in ``folder``.
+    """``samples`` observations spread evenly over the recordings in ``folder`` (or the one ``.npz`` file).
 
     Every file is checked (keys, shapes, dtypes, count) before the first observation is returned.
     """
     folder = Path(folder)
-    if not folder.is_dir():
+    if not folder.exists():
+        raise CalibrationError(f"{folder}: does not exist")
+    if folder.is_file() and folder.suffix == ".npz":
+        files = [folder]
+    elif folder.is_dir():
+        files = sorted(folder.glob("*.npz"))
+    else:
         raise CalibrationError(f"{folder}: not a LeRobot dataset or rosbag2, so the calibration source must be a "
-                               f"folder of .npz files or '{SYNTHETIC}'")
-    episodes = [_inspect(p, spec) for p in sorted(folder.glob("*.npz"))]
+                               f".npz file, a folder of .npz files or '{SYNTHETIC}'")
+    episodes = [_inspect(p, spec) for p in files]
     total = sum(e.length for e in episodes)
     if total < samples:
         raise CalibrationError(f"{folder}: {total} observations in {len(episodes)} .npz files, "

@@ -26,6 +26,7 @@ import logging
 import tempfile
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +91,26 @@ class _Reader(CalibrationDataReader):
         return feed
 
 
+class _PreprocessingAdvice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Please consider")
+
+
+@contextmanager
+def _without_preprocessing_advice() -> Iterator[None]:
+    """Drop ONNX Runtime's "Please consider (to run) pre-processing before quantization" warnings (two per
+    graph, on the root logger). That pre-processing is shape inference and graph clean-up, which
+    onnxslim already did to every exported graph (static shapes, constants folded): the advice does
+    not apply, and repeating it made users think a step was missing."""
+    advice = _PreprocessingAdvice()
+    root = logging.getLogger()
+    root.addFilter(advice)
+    try:
+        yield
+    finally:
+        root.removeFilter(advice)
+
+
 def quantize_graph(src: Path, dst: Path, feeds: Iterable[dict[str, np.ndarray]], excluded_nodes: Sequence[str],
                    samples: int, progress: Progress, activation_type: str = "u8") -> None:
     """Statically quantize ONNX graph ``src`` into ``dst``, calibrated on exactly ``samples`` ``feeds``.
@@ -101,7 +122,7 @@ def quantize_graph(src: Path, dst: Path, feeds: Iterable[dict[str, np.ndarray]],
     reader = _Reader(iter(feeds), samples, progress)
     progress(f"quantizing {src.name}: {', '.join(QUANTIZED_OPS)} to INT8 ({activation_type} activations, "
              f"per-channel s8 weights), {len(excluded_nodes)} nodes kept in float")
-    with tempfile.TemporaryDirectory(dir=dst.parent) as tmp:
+    with tempfile.TemporaryDirectory(dir=dst.parent) as tmp, _without_preprocessing_advice():
         output = Path(tmp) / dst.name
         quantize_static(
             str(src), str(output), reader,
@@ -137,17 +158,21 @@ def _head_feeds(bundle: Path, document: dict[str, Any],
 
 
 def quantize_bundle(bundle: str | Path, source: str | Path | Recording | None, samples: int, progress: Progress,
-                    activation_type: str = "u8") -> dict[str, Any]:
-    """Calibrate on ``samples`` observations from ``source``; add ``act_int8.onnx`` (and ``head_int8.onnx``
-    when the bundle has a head) to the bundle.
+                    activation_type: str = "u8", head: bool = False, allow_missing_stats: bool = False
+                    ) -> dict[str, Any]:
+    """Calibrate on ``samples`` observations from ``source``; add ``act_int8.onnx`` (and, with ``head``,
+    ``head_int8.onnx`` for the Hailo hybrid path: a second calibration, so only when asked) to the bundle.
 
-    Returns the ``quantization`` record stored in policy.json.
+    Returns the ``quantization`` record stored in policy.json. CheckpointError when the bundle
+    has a normalized feature without stats (see ``PolicyArtifacts.missing_stats``), unless allowed.
     """
     activation_quant_type(activation_type)  # before minutes of calibration
     bundle = Path(bundle)
     document = read_policy_document(bundle)
     fp32 = verified_file(bundle, FP32_GRAPH, document)
+    head_graph = verified_file(bundle, HEAD_GRAPH, document) if head else None  # before minutes of calibration
     artifacts = load_bundle(bundle)
+    artifacts.require_complete_stats(allow_missing_stats, "--allow-missing-stats (allow_missing_stats=True)")
     policy = reference_policy(artifacts)
     names = document["graphs"]["inputs"]
     # Read once and kept as read (uint8 images: 64 frames of one 480x640 camera are 59 MB, a
@@ -168,11 +193,10 @@ def quantize_bundle(bundle: str | Path, source: str | Path | Recording | None, s
         "calibration_samples": samples,
     }
     document["files"][INT8_GRAPH] = ""
-    if HEAD_GRAPH in document["files"]:
-        head = verified_file(bundle, HEAD_GRAPH, document)
-        head_excluded = float_nodes(onnx.load(str(head), load_external_data=False))
+    if head_graph is not None:
+        head_excluded = float_nodes(onnx.load(str(head_graph), load_external_data=False))
         normalized = (policy.preprocess(o) for o in observations)
-        quantize_graph(head, bundle / HEAD_INT8_GRAPH, _head_feeds(bundle, document, normalized), head_excluded,
+        quantize_graph(head_graph, bundle / HEAD_INT8_GRAPH, _head_feeds(bundle, document, normalized), head_excluded,
                        samples, progress, activation_type)
         record["head"] = {"graph": HEAD_INT8_GRAPH, "float_nodes": head_excluded,
                           "calibration_inputs": "backbone feature maps of the calibration observations"}

@@ -15,17 +15,17 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
 from act_policy.core.config import IMAGE_PREFIX
-from act_policy.core.errors import ActPolicyError
+from act_policy.core.errors import SettingError
 
 CAMERA_PREFIX = IMAGE_PREFIX + "s."  # LeRobot camera features are "observation.images.<name>"
 
 
-class ParameterError(ActPolicyError, ValueError):
+class ParameterError(SettingError):
     """A parameter value (or a combination of values) is invalid; the message names the parameter."""
 
 
@@ -78,6 +78,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
       "(e.g. `{\"fallback_backend\": \"cpu_int8\"}`)", read_only=True),
     P("num_threads", T.INT, 0, "inference threads; 0 = all cores up to 4", read_only=True, min=0, max=64),
     P("device", T.STRING, "cpu", "torch device for torch backends (`cpu`, `cuda`)", read_only=True),
+    P("allow_missing_stats", T.BOOL, False, "run a policy whose training config normalizes a feature it has no "
+      "statistics for (that feature then passes through unnormalized, as in LeRobot); false refuses it at "
+      "configure", read_only=True),
     P("camera_topics", T.STRING_ARRAY, (), "one `camera=topic` entry per camera feature of the policy, e.g. "
       "`front=/camera/image_raw` (camera is the feature name with or without `observation.images.`); a topic "
       "ending in `/compressed` is read as sensor_msgs/CompressedImage", read_only=True),
@@ -138,6 +141,7 @@ class PolicyContext:
     n_action_steps: int  # the checkpoint's value
     camera_features: tuple[str, ...]
     action_dim: int
+    rename_map: Mapping[str, str] = field(default_factory=dict)  # the checkpoint's robot-side → policy names
 
 
 class Settings(Mapping[str, Any]):
@@ -255,8 +259,12 @@ def camera_feature_name(key: str) -> str:
     return key if key.startswith(IMAGE_PREFIX) else CAMERA_PREFIX + key
 
 
-def camera_topic_map(entries: Sequence[str]) -> dict[str, str]:
-    """``["front=/cam/image_raw"]`` → ``{"observation.images.front": "/cam/image_raw"}``."""
+def camera_topic_map(entries: Sequence[str], rename_map: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``["front=/cam/image_raw"]`` → ``{"observation.images.front": "/cam/image_raw"}``.
+
+    A camera may be named as the robot names it when the checkpoint's ``rename_map`` (LeRobot's
+    ``rename_observations_processor``) maps that name to a policy feature, as LeRobot does.
+    """
     mapping: dict[str, str] = {}
     for entry in entries:
         key, sep, topic = entry.partition("=")
@@ -264,6 +272,7 @@ def camera_topic_map(entries: Sequence[str]) -> dict[str, str]:
         if not sep or not key or not topic:
             raise ParameterError(f"camera_topics: expected entries like 'front=/camera/image_raw', got {entry!r}")
         feature = camera_feature_name(key)
+        feature = (rename_map or {}).get(feature, feature)
         if feature in mapping:
             raise ParameterError(f"camera_topics: camera {key!r} is listed twice")
         mapping[feature] = topic
@@ -304,7 +313,7 @@ def _check_rules(s: Mapping[str, Any], context: PolicyContext | None) -> None:
         if not lo < hi:
             raise ParameterError(f"joint_lower_limits/joint_upper_limits: joint {joint!r} needs lower < upper, "
                                  f"got {lo} >= {hi}")
-    cameras = camera_topic_map(s["camera_topics"])
+    cameras = camera_topic_map(s["camera_topics"], context.rename_map if context else None)
     if s["schedule_mode"] == "temporal_ensemble" and s["n_action_steps"] not in (0, 1):
         raise ParameterError(f"n_action_steps: temporal_ensemble mode executes one action per chunk, so it must "
                              f"be 1 (or 0), got {s['n_action_steps']}")

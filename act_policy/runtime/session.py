@@ -60,6 +60,7 @@ def policy_context(policy: Policy) -> PolicyContext:
                              f"policy has state {spec.state.shape if spec.state else None} and action "
                              f"{spec.action.shape}")
     return PolicyContext(chunk_size=policy.chunk_size, n_action_steps=spec.config.n_action_steps,
+                         rename_map=dict(spec.rename_map),
                          camera_features=policy.camera_names, action_dim=policy.action_dim)
 
 
@@ -133,11 +134,15 @@ def _loop_settings(s: Settings, context: PolicyContext) -> LoopSettings:
 
 def build_runtime(settings: Mapping[str, Any], policy: Policy, *,
                   clock: Callable[[], float] = time.monotonic) -> Runtime:
-    """Validate ``settings`` against ``policy`` and wire the cache, schedule, loop and recorder."""
+    """Validate ``settings`` against ``policy`` and wire the cache, schedule, loop and recorder.
+
+    CheckpointError when the policy lacks stats for a normalized feature and ``allow_missing_stats`` is off.
+    """
     context = policy_context(policy)
     s = validate(settings, context)
+    policy.artifacts.require_complete_stats(s["allow_missing_stats"], "the parameter allow_missing_stats:=true")
     n = len(s["joint_names"])
-    cameras = camera_topic_map(s["camera_topics"])
+    cameras = camera_topic_map(s["camera_topics"], context.rename_map)
     sizes = {f.name: (f.shape[1], f.shape[2]) for f in policy.spec.cameras}
     cache = ObservationCache(cameras, sizes, s["joint_names"], s["joint_state_topic"],
                              allow_resize=s["allow_resize"], clock=clock)

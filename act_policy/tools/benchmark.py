@@ -1,7 +1,7 @@
 """Benchmark backends on one policy: latency percentiles, speedup and action fidelity vs cpu_fp32.
 
 PATH is a checkpoint, a bundle, or `demo` (the seeded default-size model: one 480x640 camera,
-6 joints; exported and calibrated on synthetic scenes into a temporary folder first).
+6 joints; exported and calibrated on synthetic scenes once, into the user's cache).
 Timed runs are interleaved round-robin across backends, so a change in background load (a
 shared machine, thermal throttling on a Pi) affects every backend alike and the speedups stay
 comparable. Latency is Policy.predict_chunk (preprocess + network + unnormalize) on held-out
@@ -22,7 +22,6 @@ import importlib
 import json
 import os
 import platform
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -34,19 +33,20 @@ from act_policy.core.artifacts import PolicyArtifacts
 from act_policy.core.dependencies import available
 from act_policy.core.errors import BackendError
 from act_policy.core.policy import Policy, load_artifacts
-from act_policy.export import DEMO_CALIBRATION_SAMPLES, export_demo_bundle, stderr_progress
+from act_policy.core.synthetic import DEMO_NAME
+from act_policy.export import stderr_progress
+from act_policy.export.demo_bundle import DEMO_CALIBRATION_SAMPLES, resolve_demo
 from act_policy.export.fidelity import compare, held_out_observations
 from act_policy.tools.options import add_backend_option_argument, parse_backend_options
 
 BASELINE = "cpu_fp32"
 DEFAULT_BACKENDS = "cpu_fp32,onnx_fp32,cpu_int8,torch_dynamic_int8"
 TORCH_FREE_BACKENDS = "onnx_fp32,cpu_int8"  # the default without torch
-DEMO = "demo"
 EMULATED = "emulated"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("path", help=f"checkpoint or bundle folder, or '{DEMO}'")
+    parser.add_argument("path", help=f"checkpoint or bundle folder, or '{DEMO_NAME}'")
     parser.add_argument("--backends", default=None,
                         help=f"comma-separated backend names (default {DEFAULT_BACKENDS}; without torch "
                              f"{TORCH_FREE_BACKENDS}); {BASELINE} (without torch: onnx_fp32) always runs as the "
@@ -56,7 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=None, help="threads per backend (default: cores, max 4)")
     parser.add_argument("--held-out", type=int, default=8, help="observations for the fidelity check (default 8)")
     parser.add_argument("--calib-samples", type=int, default=DEMO_CALIBRATION_SAMPLES,
-                        help=f"calibration observations for '{DEMO}' (default {DEMO_CALIBRATION_SAMPLES})")
+                        help=f"calibration observations for '{DEMO_NAME}' (default {DEMO_CALIBRATION_SAMPLES})")
     parser.add_argument("--json", type=Path, default=None, help="write the full report here")
     add_backend_option_argument(parser)
 
@@ -73,8 +73,35 @@ def machine_info() -> dict[str, Any]:
     import onnxruntime
 
     return {"cpu": cpu, "machine": platform.machine(), "cores": os.cpu_count(), "python": platform.python_version(),
-            "torch": _version("torch"), "onnxruntime": onnxruntime.__version__,
-            "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
+            "torch": _version("torch"), "onnxruntime": onnxruntime.__version__}
+
+
+def load_average() -> float | None:
+    """The 1-minute load average (runnable threads, ours included), or None where the OS has none."""
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+
+
+def busy_warning(loads: list[float | None], cores: int | None) -> str | None:
+    """A warning when the machine was oversubscribed while timing (1-min load above its core count).
+
+    Then backends compete with other work for cores, and a thread pool that waits for all its
+    threads (torch's) slows down far more than one that does not: speedups measured then do not
+    reproduce on an idle machine.
+    """
+    known = [x for x in loads if x is not None]
+    if not known or not cores or max(known) <= cores:
+        return None
+    return (f"the machine was busy while timing: 1-min load average up to {max(known):.2f} on {cores} cores; "
+            "latencies and speedups are not those of an idle machine, re-run when it is idle")
+
+
+def torch_threads() -> int | None:
+    """The threads torch really runs with (a process-wide setting); None without torch."""
+    if not available("torch"):
+        return None
+    import torch
+
+    return torch.get_num_threads()
 
 
 def _version(module: str) -> str | None:
@@ -126,7 +153,10 @@ def run_benchmark(path: str | Path, backends: list[str], runs: int, warmup: int,
     emulated = {name for name, p in policies.items() if p.describe().get(EMULATED)}
     for name in sorted(emulated):
         stderr_progress(f"{name}: emulated (a stand-in for the device): fidelity only, no timing")
+    load_before = load_average()
     times = time_interleaved({n: p for n, p in policies.items() if n not in emulated}, observations, runs, warmup)
+    timing_load = {"load_average_1min_before": load_before, "load_average_1min_after": load_average(),
+                   "torch_threads": torch_threads()}  # what torch really ran with (a global setting)
     chunks = {name: [p.predict_chunk(o) for o in observations] for name, p in policies.items()}
     results: dict[str, dict[str, Any]] = {}
     for name, policy in policies.items():
@@ -140,10 +170,14 @@ def run_benchmark(path: str | Path, backends: list[str], runs: int, warmup: int,
         p50 = result["p50_ms"]
         result[f"speedup_vs_{baseline}"] = None if p50 is None else results[baseline]["p50_ms"] / p50
     spec = artifacts.spec
+    machine = {**machine_info(), **timing_load}
+    warning = busy_warning([timing_load["load_average_1min_before"], timing_load["load_average_1min_after"]],
+                           machine["cores"])
     return {
         "policy": str(path), "cameras": {f.name: list(f.shape) for f in spec.cameras},
         "action_dim": spec.action_dim, "chunk_size": spec.config.chunk_size, "threads": threads,
-        "machine": machine_info(), "baseline": baseline, "backends": results, "bars": performance_bars(results),
+        "machine": machine, "busy_warning": warning, "baseline": baseline, "backends": results,
+        "bars": performance_bars(results),
     }
 
 
@@ -205,9 +239,14 @@ def summary(report: dict[str, Any]) -> str:
     any_backend = next(iter(report["backends"].values()))
     macs = "MACs not counted (needs torch)" if any_backend["macs"] is None else \
         f"{any_backend['macs'] / 1e9:.2f} GMAC per inference"
-    lines = [f"{m['cpu']} ({m['machine']}, {m['cores']} cores), {report['threads'] or 'default'} threads; "
+    load = "/".join("?" if m[k] is None else f"{m[k]:.2f}" for k in ("load_average_1min_before",
+                                                                     "load_average_1min_after"))
+    lines = [f"{m['cpu']} ({m['machine']}, {m['cores']} cores), threads per backend as in the table (torch ran "
+             f"{m['torch_threads'] or 'not at all'}); 1-min load average {load} before/after timing; "
              f"{macs}; errors in action units vs {report['baseline']} "
              f"on {any_backend['fidelity']['observations']} held-out scenes"]
+    if report["busy_warning"]:
+        lines.append("WARNING: " + report["busy_warning"])
     if bars["cpu_int8_p50_over_cpu_fp32"] is not None:
         lines.append(f"cpu_int8: p50 = {bars['cpu_int8_p50_over_cpu_fp32']:.3f} x cpu_fp32 (target <= 0.35), "
                      f"relative L2 {bars['cpu_int8_rel_l2'] * 100:.2f} % (target <= 2 %)")
@@ -235,12 +274,9 @@ def run(args: argparse.Namespace) -> int:
         raise BackendError("--runs and --held-out must be >= 1, --warmup >= 0")
     backends = [baseline] + [b for b in backends if b != baseline]
     options = parse_backend_options(args.backend_option, backends)
-    with tempfile.TemporaryDirectory(prefix="act_policy_bench_") as tmp:
-        path = Path(args.path)
-        if args.path == DEMO:
-            path = export_demo_bundle(Path(tmp), backends, args.calib_samples)
-        report = run_benchmark(path, backends, args.runs, args.warmup, args.threads, args.held_out, options)
-    if args.path == DEMO:
+    path = resolve_demo(args.path, backends, args.calib_samples, need_bundle=True)
+    report = run_benchmark(path, backends, args.runs, args.warmup, args.threads, args.held_out, options)
+    if args.path == DEMO_NAME:
         report["policy"] = "demo (seeded default-size ACT, synthetic calibration)"
     print(format_table(report))
     print(summary(report))

@@ -3,7 +3,8 @@
 With no --checkpoint this is the embedded default: LeRobot's default-size ACT (ResNet18,
 d=512, 4 encoder / 1 decoder layers, chunk 100) with seeded weights, a 6-joint arm and one
 480x640 camera. No ROS, robot, network or checkpoint is needed; backends that run exported
-graphs get the demo exported (and, for cpu_int8, calibrated) into a temporary bundle first.
+graphs get the demo exported (and, for cpu_int8, calibrated) once into a bundle in the user's
+cache ($XDG_CACHE_HOME/act_policy/demo, ~/.cache when unset), reused by later runs.
 
 Each control tick calls ``select_action`` exactly as LeRobot's control loop does, so the
 tick that refills the action queue waits for inference; the report counts those overruns.
@@ -14,18 +15,14 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import tempfile
 import time
-from pathlib import Path
 
 from act_policy.backends import BACKENDS, BackendOptions, create_backend
 from act_policy.core.artifacts import PolicyArtifacts
 from act_policy.core.diagnostics import RollingWindow, format_table
 from act_policy.core.policy import Policy, load_artifacts
-from act_policy.core.synthetic import demo_artifacts, synthetic_observations
+from act_policy.core.synthetic import DEMO_NAME, demo_artifacts, synthetic_observations
 from act_policy.tools.options import add_backend_option_argument, parse_backend_options
-
-BUNDLE_BACKENDS = ("onnx_fp32", "cpu_int8", "hailo")  # these run exported graphs from a bundle on disk
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,31 +41,28 @@ def run(args: argparse.Namespace) -> int:
     if args.rate <= 0 or args.duration <= 0:
         raise SystemExit("--rate and --duration must be positive")
     extra = parse_backend_options(args.backend_option, [args.backend]).get(args.backend, {})
-    with tempfile.TemporaryDirectory(prefix="act_policy_demo_") as tmp:
-        t_load = time.perf_counter()
-        artifacts = load_demo_artifacts(args, Path(tmp))
-        options = BackendOptions(num_threads=args.threads, extra=extra)
-        policy = Policy(artifacts, create_backend(args.backend, artifacts, options),
-                        n_action_steps=min(args.n_action_steps, artifacts.spec.config.chunk_size))
-        load_s = time.perf_counter() - t_load
-        try:
-            return control_loop(args, artifacts, policy, options, load_s)
-        finally:
-            policy.close()
+    t_load = time.perf_counter()
+    artifacts = load_demo_artifacts(args)
+    options = BackendOptions(num_threads=args.threads, extra=extra)
+    policy = Policy(artifacts, create_backend(args.backend, artifacts, options),
+                    n_action_steps=min(args.n_action_steps, artifacts.spec.config.chunk_size))
+    load_s = time.perf_counter() - t_load
+    try:
+        return control_loop(args, artifacts, policy, options, load_s)
+    finally:
+        policy.close()
 
 
-def load_demo_artifacts(args: argparse.Namespace, scratch: Path) -> PolicyArtifacts:
-    """The user's checkpoint, or the seeded default — exported to a bundle in ``scratch`` when the
-    backend runs exported graphs (onnx_fp32, cpu_int8, hailo)."""
-    if args.checkpoint:
+def load_demo_artifacts(args: argparse.Namespace) -> PolicyArtifacts:
+    """The user's checkpoint, or the seeded default — as the cached demo bundle when the backend runs
+    exported graphs (onnx_fp32, cpu_int8, hailo; see :mod:`act_policy.export.demo_bundle`)."""
+    if args.checkpoint and args.checkpoint != DEMO_NAME:
         return load_artifacts(args.checkpoint)
+    from act_policy.export.demo_bundle import BUNDLE_BACKENDS, demo_bundle
+
     if args.backend not in BUNDLE_BACKENDS:
         return demo_artifacts(seed=args.seed)
-    from act_policy.export import export_demo_bundle
-
-    print(f"exporting the demo policy for {args.backend} (ONNX export"
-          f"{' and INT8 calibration on synthetic scenes' if args.backend == 'cpu_int8' else ''}) ...")
-    return load_artifacts(export_demo_bundle(scratch, [args.backend], seed=args.seed))
+    return load_artifacts(demo_bundle([args.backend], seed=args.seed))
 
 
 def control_loop(args: argparse.Namespace, artifacts: PolicyArtifacts, policy: Policy, options: BackendOptions,

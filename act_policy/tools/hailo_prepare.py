@@ -19,7 +19,7 @@ from act_policy.tools.recording_options import add_recording_arguments, bag_opti
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("bundle", type=Path, help="deploy bundle folder (from `act-policy export`)")
+    parser.add_argument("bundle", type=Path, help="deploy bundle folder (from `act-policy export`), or 'demo'")
     parser.add_argument("--calib", required=True,
                         help="calibration observations: a folder of .npz files, a LeRobot dataset, a rosbag2, "
                              "or 'synthetic'")
@@ -41,8 +41,10 @@ def run(args: argparse.Namespace) -> int:
     from act_policy.export import load_bundle, stderr_progress
     from act_policy.export.bundle import is_bundle
     from act_policy.export.calibration import calibration_observations, calibration_source
+    from act_policy.export.demo_bundle import resolve_demo
     from act_policy.hailo.kit import write_kit
 
+    args.bundle = Path(resolve_demo(args.bundle, [], need_bundle=True))
     if not is_bundle(args.bundle):
         raise CheckpointError(f"{args.bundle}: not a deploy bundle (no policy.json); run "
                               f"`act-policy export CHECKPOINT --out BUNDLE` first")

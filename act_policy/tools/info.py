@@ -11,7 +11,7 @@ from act_policy.core.policy import load_artifacts
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("path", help="LeRobot pretrained_model folder or deploy bundle")
+    parser.add_argument("path", help="LeRobot pretrained_model folder or deploy bundle, or 'demo'")
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
 
 
@@ -22,7 +22,10 @@ def run(args: argparse.Namespace) -> int:
     info = {
         "path": str(args.path),
         "features": [{"name": f.name, "type": f.type.value, "shape": list(f.shape),
-                      "normalization": f.norm_mode.value} for f in (*spec.inputs, spec.action)],
+                      "normalization": f.norm_mode.value,
+                      **({"configured_without_stats": artifacts.missing_stats[f.name]}
+                         if f.name in artifacts.missing_stats else {})}
+                     for f in (*spec.inputs, spec.action)],
         "cameras": [f.name for f in spec.cameras],
         "rename_map": spec.rename_map,
         "fps": spec.fps,
@@ -36,7 +39,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"ACT policy at {info['path']}")
     print(f"{'feature':<36}{'type':<8}{'shape':<16}normalization")
     for f in info["features"]:
-        print(f"{f['name']:<36}{f['type']:<8}{tuple(f['shape'])!s:<16}{f['normalization']}")
+        missing = f.get("configured_without_stats")
+        note = f" ({missing} configured, no stats)" if missing else ""
+        print(f"{f['name']:<36}{f['type']:<8}{tuple(f['shape'])!s:<16}{f['normalization']}{note}")
     c = spec.config
     print(f"architecture: {c.vision_backbone}, dim_model {c.dim_model}, {c.n_heads} heads, "
           f"ff {c.dim_feedforward} ({c.feedforward_activation}), {c.n_encoder_layers} encoder / "

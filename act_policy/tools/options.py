@@ -1,4 +1,4 @@
-"""``--backend-option BACKEND.KEY=VALUE``: backend-specific settings from the command line.
+"""Command-line options shared by tools: ``--backend-option BACKEND.KEY=VALUE`` and ``--allow-missing-stats``.
 
 One parser for every tool that runs backends (benchmark, replay, demo), so the syntax and its
 errors are the same everywhere. VALUE is read as JSON when it parses (``5000``, ``true``,
@@ -14,7 +14,7 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from act_policy.backends import BACKENDS
+from act_policy.backends import BACKENDS, backend_class
 from act_policy.core.errors import BackendError
 
 FLAG = "--backend-option"
@@ -29,8 +29,9 @@ def add_backend_option_argument(parser: argparse.ArgumentParser) -> None:
 def parse_backend_options(items: Sequence[str], backends: Iterable[str]) -> dict[str, dict[str, Any]]:
     """``{backend: {key: value}}`` from ``BACKEND.KEY=VALUE`` items, for the ``backends`` this run uses.
 
-    An option for a backend that does not exist or does not run here is an error rather than
-    silently ignored: a typo must not leave the default in place unnoticed.
+    An option for a backend that does not exist or does not run here, or one the backend does not
+    take (:meth:`Backend.check_options`), is an error rather than silently ignored: a typo must not
+    leave the default in place unnoticed, nor be found only after minutes of export.
     """
     running = list(backends)
     options: dict[str, dict[str, Any]] = {}
@@ -47,6 +48,11 @@ def parse_backend_options(items: Sequence[str], backends: Iterable[str]) -> dict
         if key in options.get(backend, {}):
             raise BackendError(f"{FLAG} {item!r}: {backend}.{key} is given twice")
         options.setdefault(backend, {})[key] = _value(raw)
+    for backend, extra in options.items():
+        try:
+            backend_class(backend).check_options(extra)
+        except BackendError as exc:
+            raise BackendError(f"{FLAG}: {exc}") from None
     return options
 
 
@@ -55,3 +61,13 @@ def _value(raw: str) -> Any:
         return json.loads(raw)
     except json.JSONDecodeError:
         return raw
+
+
+ALLOW_MISSING_STATS = "--allow-missing-stats"
+
+
+def add_allow_missing_stats_argument(parser: argparse.ArgumentParser) -> None:
+    """The explicit consent to deploy a policy whose config normalizes a feature it has no stats for."""
+    parser.add_argument(ALLOW_MISSING_STATS, action="store_true",
+                        help="accept a checkpoint whose config normalizes a feature it has no statistics for "
+                             "(the feature then passes through unnormalized, as LeRobot does); refused by default")

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from act_policy.backends import reference_backend
-from act_policy.core.errors import ActPolicyError
 from act_policy.tools.options import add_backend_option_argument, parse_backend_options
 from act_policy.tools.recording_options import add_recording_arguments, bag_options, recording_flags
 
@@ -32,7 +31,7 @@ if TYPE_CHECKING:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("path", help="LeRobot pretrained_model folder or deploy bundle")
+    parser.add_argument("path", help="LeRobot pretrained_model folder or deploy bundle, or 'demo'")
     parser.add_argument("--data", required=True, help="LeRobot dataset folder or rosbag2 (folder or storage file)")
     parser.add_argument("--backends", default="", help="comma-separated backend names (default: the reference only)")
     parser.add_argument("--out", type=Path, default=Path("replay"), help="output folder (default ./replay)")
@@ -95,24 +94,21 @@ def run(args: argparse.Namespace) -> int:
     from act_policy.data import read_episode
     from act_policy.evaluation.plots import write_report
     from act_policy.evaluation.replay import replay
+    from act_policy.export.demo_bundle import resolve_demo
 
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
-    backend_options = parse_backend_options(args.backend_option, [reference_backend(), *backends])
-    artifacts = load_artifacts(args.path)
+    reference = reference_backend()
+    backend_options = parse_backend_options(args.backend_option, [reference, *backends])
+    artifacts = load_artifacts(resolve_demo(args.path, [reference, *backends]))
     episode = read_episode(args.data, args.episode, artifacts.spec, bag_options(args, args.action_topic))
     if args.max_steps is not None:
         episode = episode.head(args.max_steps)
     print(f"episode: {len(episode)} steps at {episode.fps:g} fps from {args.data} ({' '.join(episode.notes)})")
-    try:
-        result = replay(artifacts, episode, backends, rate_hz=args.rate, n_action_steps=args.n_action_steps,
-                        temporal_ensemble_coeff=args.temporal_ensemble_coeff,
-                        refill_threshold=args.refill_threshold, num_threads=args.threads,
-                        latency_samples=args.latency_samples, backend_options=backend_options,
-                        progress=_progress)
-    except ActPolicyError:
-        raise
-    except ValueError as exc:  # settings the policy or the rate check refuse (n_action_steps, threshold)
-        raise SystemExit(f"act-policy replay: {exc}")
+    # settings the policy or the rate check refuse (n_action_steps, threshold) raise SettingError
+    result = replay(artifacts, episode, backends, rate_hz=args.rate, n_action_steps=args.n_action_steps,
+                    temporal_ensemble_coeff=args.temporal_ensemble_coeff, refill_threshold=args.refill_threshold,
+                    num_threads=args.threads, latency_samples=args.latency_samples,
+                    backend_options=backend_options, progress=_progress)
     report = write_report(result, args.out, _command(args))
     (args.out / "replay.json").write_text(json.dumps(result.as_dict(), indent=2))
 
