@@ -158,3 +158,56 @@ def test_a_fallback_backend_is_named_and_keeps_the_status_at_warning(tiny_torch_
         assert ("backend", "hailo (fallback cpu_fp32)") in report.values
     finally:
         rt.close()
+
+
+def ensembling_policy(coeff: float = 0.05) -> Policy:
+    """A checkpoint saved the way LeRobot saves one trained for temporal ensembling."""
+    artifacts = demo_artifacts(tiny_spec(temporal_ensemble_coeff=coeff, n_action_steps=1), seed=3)
+    return Policy(artifacts, create_backend("cpu_fp32", artifacts))
+
+
+def test_a_checkpoint_trained_with_temporal_ensembling_runs_it_with_its_own_coefficient():
+    rt = build_runtime(params(), ensembling_policy(0.05))
+    try:
+        schedule = rt.loop.schedule
+        assert schedule.mode == "temporal_ensemble"
+        np.testing.assert_allclose(schedule._ensembler.weights, np.exp(-0.05 * np.arange(10)), rtol=1e-6)
+        info = dict(rt.schedule_info())
+        assert info == {"schedule mode": "temporal_ensemble (checkpoint)", "n_action_steps": "1 (temporal ensembling)",
+                        "temporal_ensemble_coeff": "0.05 (checkpoint)",
+                        "chunk_aggregation": "weighted (temporal ensembling)"}
+        assert set(info.items()) <= set(rt.report().values)  # and /diagnostics says so
+    finally:
+        rt.close()
+
+
+def test_parameters_override_the_checkpoints_schedule_live_and_at_configure():
+    rt = build_runtime(params(temporal_ensemble_coeff=0.2), ensembling_policy(0.05))
+    try:
+        np.testing.assert_allclose(rt.loop.schedule._ensembler.weights, np.exp(-0.2 * np.arange(10)), rtol=1e-6)
+        assert dict(rt.schedule_info())["temporal_ensemble_coeff"] == "0.2 (parameter)"
+        rt.apply({"temporal_ensemble_coeff": "checkpoint"})
+        rt.tick()  # live settings take effect at the next tick
+        np.testing.assert_allclose(rt.loop.schedule._ensembler.weights, np.exp(-0.05 * np.arange(10)), rtol=1e-6)
+    finally:
+        rt.close()
+    rt = build_runtime(params(schedule_mode="sync", chunk_aggregation="blend", blend_steps=4), ensembling_policy())
+    try:
+        assert dict(rt.schedule_info()) == {
+            "schedule mode": "sync (parameter)", "n_action_steps": "1 (checkpoint)",
+            "temporal_ensemble_coeff": "0.05 (checkpoint)", "chunk_aggregation": "blend over 4 steps"}
+    finally:
+        rt.close()
+
+
+def test_diagnostics_report_command_steps_at_switches_and_within_chunks_per_joint(policy):
+    rt = build_runtime(params(), policy)
+    try:
+        for step, value, switch in ((0, 0.0, True), (1, 0.1, False), (2, 0.2, False), (3, 1.2, True)):
+            rt.monitor.on_command(step, np.full(6, value), switch)
+        values = dict(rt.report().values)
+        assert values["command step at chunk switches p95/max per joint"] == " ".join(["1/1"] * 6)
+        assert values["command step within chunks p95/max per joint"] == " ".join(["0.1/0.1"] * 6)
+        assert values["influence lag steps p50/max"] == "n/a/n/a (chunks never dominant: 0)"
+    finally:
+        rt.close()

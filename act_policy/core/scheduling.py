@@ -74,6 +74,7 @@ class ChunkAggregator:
     def reset(self) -> None:
         self._chunks: list[ScheduledChunk] = []  # oldest first
         self._until = 0
+        self.last_weights: list[tuple[ScheduledChunk, float]] = []  # what set the last action()
 
     @property
     def newest(self) -> ScheduledChunk | None:
@@ -114,7 +115,7 @@ class ChunkAggregator:
 
     def action(self, step: int) -> np.ndarray | None:
         """The aggregated action (A,) for ``step``, or None when no running chunk covers it."""
-        weighted = self.weights(step)
+        weighted = self.last_weights = self.weights(step)
         if not weighted:
             return None
         self._chunks = [c for c in self._chunks if c.end > step]  # what ended can no longer contribute

@@ -1,0 +1,113 @@
+"""How smooth and how responsive a command stream is: the numbers that compare chunk aggregations.
+
+Two measurements, shared by the node's ``/diagnostics`` (rolling windows) and ``replay``
+(whole episodes):
+
+* **Command discontinuity** — ``|Δcommand|`` between consecutive control steps, per joint, in the
+  units of the command (ROS units in the node), split into steps at which a new chunk started
+  to act (*switch* steps) and all other steps (*within* a chunk). A switch step whose ``Δ`` is
+  much larger than the within-chunk ones is the jump that chunk aggregation is meant to remove.
+* **Influence lag** — for every chunk, the steps from the observation it was predicted from to
+  the first step at which it carries at least half of the command's weight (see
+  :meth:`~act_policy.core.scheduling.ChunkAggregator.weights`). With ``latest`` that is the
+  inference latency in steps (the *arrival* delay); ``average``, ``weighted`` and ``blend`` add
+  to it, because older chunks keep a share of the command. A chunk superseded before it ever
+  held half of the command is counted as *never* dominant.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from act_policy.core.diagnostics import Summary, summarize
+from act_policy.core.scheduling import ScheduledChunk
+
+HALF = 0.5 - 1e-9  # "at least half": an even average of two chunks counts as dominant despite rounding
+
+
+@dataclass(frozen=True)
+class JointSteps:
+    """Per-joint max and 95th percentile of |Δcommand| over a set of steps (NaN when there were none)."""
+
+    count: int
+    max: np.ndarray  # (J,)
+    p95: np.ndarray  # (J,)
+
+    @classmethod
+    def of(cls, deltas: Sequence[np.ndarray], joints: int) -> JointSteps:
+        if not deltas:
+            nan = np.full(joints, np.nan)
+            return cls(0, nan, nan.copy())
+        d = np.stack(deltas)
+        return cls(len(d), d.max(0), np.percentile(d, 95, axis=0))
+
+    def as_dict(self, names: Sequence[str]) -> dict:
+        return {"steps": self.count,
+                "per_joint": {n: {"max": float(a), "p95": float(b)} for n, a, b in zip(names, self.max, self.p95,
+                                                                                        strict=True)}}
+
+    def text(self) -> str:
+        """``p95/max`` per joint, for a diagnostic value."""
+        if not self.count:
+            return "n/a"
+        return " ".join(f"{a:.4g}/{b:.4g}" for a, b in zip(self.p95, self.max, strict=True))
+
+
+class CommandSmoothness:
+    """|Δcommand| between consecutive steps, kept apart for switch steps and within-chunk steps.
+
+    ``window`` bounds how many recent steps of each kind are kept (None: all, for replay).
+    """
+
+    def __init__(self, window: int | None = None) -> None:
+        self.switch: deque[np.ndarray] = deque(maxlen=window)
+        self.within: deque[np.ndarray] = deque(maxlen=window)
+        self._last: tuple[int, np.ndarray] | None = None
+
+    def add(self, step: int, command: np.ndarray, switch: bool) -> None:
+        """The command (J,) sent at ``step``; ``switch`` when a newly arrived chunk acted for the first time."""
+        command = np.asarray(command, np.float64)
+        if self._last is not None and self._last[0] == step - 1:
+            (self.switch if switch else self.within).append(np.abs(command - self._last[1]))
+        self._last = (step, command)
+
+    def summary(self) -> tuple[JointSteps, JointSteps]:
+        """(switch steps, within-chunk steps)."""
+        joints = len(self._last[1]) if self._last is not None else 0
+        return JointSteps.of(list(self.switch), joints), JointSteps.of(list(self.within), joints)
+
+
+class InfluenceLag:
+    """Steps from each chunk's observation until it first carries at least half of the command's weight."""
+
+    def __init__(self, window: int | None = 200) -> None:
+        self.lags: deque[int] = deque(maxlen=window)
+        self.arrivals: deque[int] = deque(maxlen=window)
+        self.never = 0  # chunks superseded before they ever held half of the command
+        self._pending: dict[int, ScheduledChunk] = {}  # by id: seen, not yet dominant
+
+    def observe(self, step: int, weights: Sequence[tuple[ScheduledChunk, float]]) -> None:
+        """The chunks and weights that set the command of ``step`` (ChunkAggregator.last_weights)."""
+        present = {id(c) for c, _ in weights}
+        for key in [k for k in self._pending if k not in present]:
+            del self._pending[key]
+            self.never += 1
+        for chunk, weight in weights:
+            key = id(chunk)
+            if key not in self._pending and step == chunk.arrival:
+                self._pending[key] = chunk
+                self.arrivals.append(chunk.arrival - chunk.start)
+            if key in self._pending and weight >= HALF:
+                del self._pending[key]
+                self.lags.append(step - chunk.start)
+
+    def drop_pending(self) -> None:
+        """The schedule was cleared: its chunks were dropped, not superseded."""
+        self._pending.clear()
+
+    def summary(self) -> Summary:
+        return summarize(list(self.lags))
