@@ -125,7 +125,7 @@ def test_running_an_ensembling_checkpoint_one_action_per_inference_is_refused_no
     with pytest.raises(ParameterError, match=r"n_action_steps: async mode with 1 action per chunk \(the checkpoint's "
                                              r"n_action_steps\) infers for every action and starves"):
         validate({**values, "schedule_mode": "async"}, ENSEMBLE_CHECKPOINT)
-    with pytest.raises(ParameterError, match="trained with temporal ensembling .* must be 1"):
+    with pytest.raises(ParameterError, match=r"trained with temporal ensembling .* must be 1"):
         validate({**values, "n_action_steps": 10}, ENSEMBLE_CHECKPOINT)
     with pytest.raises(ParameterError, match=r"temporal_ensemble_coeff: expected a finite number, got 'ckpt'"):
         validate({**values, "temporal_ensemble_coeff": "ckpt"}, ENSEMBLE_CHECKPOINT)

@@ -132,7 +132,8 @@ class ActPolicyNode(LifecycleNode):
             return TransitionCallbackReturn.ERROR
         rt = self.runtime
         self.get_logger().info(
-            f"configured: {rt.policy.backend.describe()}, chunk_size {rt.context.chunk_size}; cameras {rt.camera_topics}; joints {list(rt.cache.joint_names)} "
+            f"configured: {rt.policy.backend.describe()}, chunk_size {rt.context.chunk_size}; "
+            f"cameras {rt.camera_topics}; joints {list(rt.cache.joint_names)} "
             f"from {rt.settings['joint_state_topic']}; commands ({rt.settings['command_type']}) on "
             f"{rt.settings['command_topic']} at {rt.settings['control_rate_hz']:g} Hz; "
             + "; ".join(f"{k} {v}" for k, v in rt.schedule_info()))
