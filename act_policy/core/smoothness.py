@@ -17,6 +17,7 @@ Two measurements, shared by the node's ``/diagnostics`` (rolling windows) and ``
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -49,6 +50,12 @@ class JointSteps:
         return {"steps": self.count,
                 "per_joint": {n: {"max": float(a), "p95": float(b)} for n, a, b in zip(names, self.max, self.p95,
                                                                                         strict=True)}}
+
+    def worst(self) -> tuple[float, float]:
+        """(p95, max) of the joint where each is largest; NaN when there were no steps."""
+        if not self.count:
+            return math.nan, math.nan
+        return float(np.max(self.p95)), float(np.max(self.max))
 
     def text(self) -> str:
         """``p95/max`` per joint, for a diagnostic value."""
