@@ -309,8 +309,10 @@ def test_async_chunk_aggregation_blends_the_old_chunk_into_the_new_one_and_measu
     got = [s.next_action(t)[0] for t in range(5, 10)]
     assert got == pytest.approx([0.25, 0.5, 0.75, 1.0, 1.0])  # alpha = (t - 5 + 1) / 4
     assert s.aggregation == "blend"
+    s.lag.finish()
     assert list(s.lag.arrivals) == [1, 1]  # both chunks came one step after their observation
-    assert list(s.lag.lags) == [1, 2]  # old: dominant at once; new: half the command at step 6 = obs 4 + 2
+    # lag = arrival delay + sum of (1 - weight of the newest chunk): old 1 + 0, new 1 + 0.75 + 0.5 + 0.25
+    assert list(s.lag.lags) == [1.0, 2.5]
 
 
 def test_chunk_aggregation_changes_live_and_latest_replaces_at_once():

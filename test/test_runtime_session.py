@@ -208,6 +208,13 @@ def test_diagnostics_report_command_steps_at_switches_and_within_chunks_per_join
         values = dict(rt.report().values)
         assert values["command step at chunk switches p95/max per joint"] == " ".join(["1/1"] * 6)
         assert values["command step within chunks p95/max per joint"] == " ".join(["0.1/0.1"] * 6)
-        assert values["influence lag steps p50/max"] == "n/a/n/a (chunks never dominant: 0)"
+        assert values["influence lag steps p50/max"] == "n/a/n/a"
+        schedule = rt.loop.schedule  # async, latest: a chunk takes over when it arrives, 2 steps after its observation
+        for obs_step in (0, 3):
+            schedule.offer(np.zeros((10, 6), np.float32), obs_step, obs_step + 2)
+            schedule.next_action(obs_step + 2)
+        values = dict(rt.report().values)
+        assert values["influence lag steps p50/max"] == "2.0/2.0"
+        assert values["arrival delay steps p50/max"] == "2.0/2.0"
     finally:
         rt.close()

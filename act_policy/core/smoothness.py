@@ -7,12 +7,17 @@ Two measurements, shared by the node's ``/diagnostics`` (rolling windows) and ``
   units of the command (ROS units in the node), split into steps at which a new chunk started
   to act (*switch* steps) and all other steps (*within* a chunk). A switch step whose ``Δ`` is
   much larger than the within-chunk ones is the jump that chunk aggregation is meant to remove.
-* **Influence lag** — for every chunk, the steps from the observation it was predicted from to
-  the first step at which it carries at least half of the command's weight (see
-  :meth:`~act_policy.core.scheduling.ChunkAggregator.weights`). With ``latest`` that is the
-  inference latency in steps (the *arrival* delay); ``average``, ``weighted`` and ``blend`` add
-  to it, because older chunks keep a share of the command. A chunk superseded before it ever
-  held half of the command is counted as *never* dominant.
+* **Influence lag** — how many steps after its observation a chunk takes over the command,
+  as the delay of an instant switch that would lose as much of its influence::
+
+      lag = (arrival - observation step) + Σ_t (1 - w_new(t))
+
+  summed over the steps at which the chunk is the newest, ``w_new`` its weight in the command
+  (:meth:`~act_policy.core.scheduling.ChunkAggregator.weights`). With ``latest`` it is the
+  arrival delay (the inference latency in steps); ``blend`` over ``B`` steps adds ``B / 2``;
+  ``average`` and ``weighted`` add about half of the steps the older chunk still covers. For a
+  new chunk that differs from the old one by a constant ``d``, ``d`` times the added lag is the
+  summed command error that the aggregation costs compared with switching at once.
 """
 
 from __future__ import annotations
@@ -26,8 +31,6 @@ import numpy as np
 
 from act_policy.core.diagnostics import Summary, summarize
 from act_policy.core.scheduling import ScheduledChunk
-
-HALF = 0.5 - 1e-9  # "at least half": an even average of two chunks counts as dominant despite rounding
 
 
 @dataclass(frozen=True)
@@ -89,32 +92,34 @@ class CommandSmoothness:
 
 
 class InfluenceLag:
-    """Steps from each chunk's observation until it first carries at least half of the command's weight."""
+    """Influence lag per chunk, in steps (see the module docstring), and the arrival delay it starts from."""
 
     def __init__(self, window: int | None = 200) -> None:
-        self.lags: deque[int] = deque(maxlen=window)
+        self.lags: deque[float] = deque(maxlen=window)
         self.arrivals: deque[int] = deque(maxlen=window)
-        self.never = 0  # chunks superseded before they ever held half of the command
-        self._pending: dict[int, ScheduledChunk] = {}  # by id: seen, not yet dominant
+        self._newest: ScheduledChunk | None = None
+        self._lag = 0.0  # the newest chunk's lag so far
 
     def observe(self, step: int, weights: Sequence[tuple[ScheduledChunk, float]]) -> None:
-        """The chunks and weights that set the command of ``step`` (ChunkAggregator.last_weights)."""
-        present = {id(c) for c, _ in weights}
-        for key in [k for k in self._pending if k not in present]:
-            del self._pending[key]
-            self.never += 1
-        for chunk, weight in weights:
-            key = id(chunk)
-            if key not in self._pending and step == chunk.arrival:
-                self._pending[key] = chunk
-                self.arrivals.append(chunk.arrival - chunk.start)
-            if key in self._pending and weight >= HALF:
-                del self._pending[key]
-                self.lags.append(step - chunk.start)
+        """The chunks and weights that set the command of ``step`` (ChunkAggregator.last_weights, newest last)."""
+        if not weights:
+            return
+        newest, weight = weights[-1]
+        if newest is not self._newest:
+            self.finish()
+            self._newest, self._lag = newest, float(newest.arrival - newest.start)
+            self.arrivals.append(newest.arrival - newest.start)
+        self._lag += 1.0 - weight
+
+    def finish(self) -> None:
+        """Record the newest chunk's lag as it stands (it was superseded, or the run ended)."""
+        if self._newest is not None:
+            self.lags.append(self._lag)
+        self._newest = None
 
     def drop_pending(self) -> None:
-        """The schedule was cleared: its chunks were dropped, not superseded."""
-        self._pending.clear()
+        """The schedule was cleared: the newest chunk was dropped, not superseded; its lag is not counted."""
+        self._newest = None
 
     def summary(self) -> Summary:
         return summarize(list(self.lags))

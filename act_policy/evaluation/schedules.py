@@ -69,7 +69,6 @@ class ScheduleRun:
     switch: JointSteps  # |Δcommand| at steps where a newly arrived chunk acted first
     within: JointSteps  # |Δcommand| at all other steps
     lag: Summary  # influence lag in steps, over chunks
-    never_dominant: int
     arrival: Summary  # steps from observation to arrival, over chunks
     vs_recorded: JointErrors | None = None
 
@@ -78,7 +77,7 @@ class ScheduleRun:
                 "latency_ms": self.spec.latency_ms, "delay_steps": self.delay_steps,
                 "inferences": len(self.requests), "starved_steps": self.starved,
                 "switch_steps": self.switch.as_dict(names), "within_chunk_steps": self.within.as_dict(names),
-                "influence_lag_steps": self.lag.as_dict(), "chunks_never_dominant": self.never_dominant,
+                "influence_lag_steps": self.lag.as_dict(),
                 "arrival_delay_steps": self.arrival.as_dict(),
                 "error_vs_recorded": self.vs_recorded.as_dict(names) if self.vs_recorded else None}
 
@@ -120,11 +119,12 @@ def simulate(chunks: ChunkSource, steps: int, spec: ScheduleSpec, *, rate_hz: fl
         if last is not None:
             smooth.add(step, last, switch and action is not None)
             commands[step] = last
+    schedule.lag.finish()
     switch_steps, within_steps = smooth.summary()
     if not switch_steps.count + within_steps.count:  # fewer than two commands: nothing to difference
         switch_steps = within_steps = JointSteps.of([], action_dim)
     run = ScheduleRun(spec, k, commands, requests, starved, switch_steps, within_steps, schedule.lag.summary(),
-                      schedule.lag.never, summarize(list(schedule.lag.arrivals)))
+                      summarize(list(schedule.lag.arrivals)))
     commanded = ~np.isnan(commands).any(1)
     if recorded is not None and commanded.any():
         run.vs_recorded = JointErrors.between(commands[commanded], recorded[commanded])
@@ -210,7 +210,7 @@ def markdown_table(result: ScheduleComparison) -> str:
     for r in result.runs:
         err = r.vs_recorded
         error = f"{_num(err.mean.mean())} / {_num(err.max.max())}" if err else "–"
-        lag = f"{_num(r.lag.p50)} / {_num(r.lag.max)}" + (f" ({r.never_dominant} never)" if r.never_dominant else "")
+        lag = f"{_num(r.lag.p50)} / {_num(r.lag.max)}"
         switch, within = r.switch.worst(), r.within.worst()
         lines.append(f"| {r.spec.latency_ms:g} (k={r.delay_steps}) | {r.spec.label} | {error} "
                      f"| {_num(switch[0])} / {_num(switch[1])} | {_num(within[0])} / {_num(within[1])} | {lag} "

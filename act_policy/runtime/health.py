@@ -150,8 +150,7 @@ def assess(loop: ControlLoop, monitor: HealthMonitor, *, backend: str, control_r
     values.append(("command step at chunk switches p95/max per joint", switch.text()))
     values.append(("command step within chunks p95/max per joint", within.text()))
     lag, arrival = schedule.lag.summary(), summarize(list(schedule.lag.arrivals))
-    values.append(("influence lag steps p50/max",
-                   f"{_ms(lag.p50)}/{_ms(lag.max)} (chunks never dominant: {schedule.lag.never})"))
+    values.append(("influence lag steps p50/max", f"{_ms(lag.p50)}/{_ms(lag.max)}"))
     values.append(("arrival delay steps p50/max", f"{_ms(arrival.p50)}/{_ms(arrival.max)}"))
     values.append(("observation age at inference ms p50/max",
                    f"{_ms(monitor.observation_age.summary().p50)}/{_ms(monitor.observation_age.summary().max)}"))
