@@ -157,10 +157,11 @@ class ScheduleComparison:
 
 def compare_schedules(policy: Policy, episode: Episode, latencies_ms: Sequence[float], *,
                       n_action_steps: int | None = None, refill_threshold: int | None = None,
-                      coeff: float | None = None, blend_steps: int = 10, rate_hz: float | None = None,
+                      coeff: float | None = None, blend_steps: int = 10,
                       joint_names: Sequence[str] | None = None) -> ScheduleComparison:
     """Simulate every schedule of :func:`default_specs` over ``episode`` with ``policy``'s chunks.
 
+    The control rate is the episode's step rate (a dataset's fps, a bag's sampling rate).
     ``n_action_steps`` defaults to the checkpoint's, ``refill_threshold`` to half of it (the node's
     ``-1``), ``coeff`` to the checkpoint's temporal-ensembling coefficient or ACT's 0.01. The
     schedules are first run on placeholder chunks to learn which observation steps they request
@@ -168,7 +169,7 @@ def compare_schedules(policy: Policy, episode: Episode, latencies_ms: Sequence[f
     in one pass over the episode, and the schedules run again on the real chunks.
     """
     config = policy.spec.config
-    rate = rate_hz or episode.fps
+    rate = episode.fps
     n = n_action_steps or config.n_action_steps
     m = n // 2 if refill_threshold is None else refill_threshold
     coeff = config.temporal_ensemble_coeff if coeff is None else coeff

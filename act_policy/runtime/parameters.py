@@ -117,10 +117,10 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     P("temporal_ensemble_coeff", T.DOUBLE, CHECKPOINT, "ACT's exp(-coeff * i) weight, i = 0 the oldest "
       "prediction, of temporal_ensemble mode and chunk_aggregation weighted; checkpoint = the checkpoint's "
       f"value, {DEFAULT_ENSEMBLE_COEFF} if it has none", min=-10.0, max=10.0, from_checkpoint=True),
-    P("chunk_aggregation", T.STRING, "latest", "async/sync: how a new chunk merges with the older chunks' "
-      "actions for the same steps: latest (replace, LeRobot), average, weighted (ACT's exp(-coeff * i) "
-      "weights over the chunks available), blend (cross-fade over blend_steps); see docs/scheduling.md",
-      choices=AGGREGATIONS),
+    P("chunk_aggregation", T.STRING, "blend", "async/sync: how a new chunk merges with the older chunks' "
+      "actions for the same steps: latest (replace, as LeRobot), average, weighted (ACT's exp(-coeff * i) "
+      "weights over the chunks available), blend (cross-fade over blend_steps); when to use which: "
+      "docs/replay.md#chunk-aggregation", choices=AGGREGATIONS),
     P("blend_steps", T.INT, 10, "chunk_aggregation blend: steps over which the command fades from the old "
       "chunk to the new one (0 = latest)", min=0, max=10000),
     P("joint_lower_limits", T.DOUBLE_ARRAY, (), "per joint lower command limit (ROS units); empty = none",

@@ -126,7 +126,7 @@ def _compare_schedules(args: argparse.Namespace, artifacts, episode, joint_names
     try:
         return compare_schedules(policy, episode, latencies, n_action_steps=args.n_action_steps,
                                  refill_threshold=args.refill_threshold, coeff=args.temporal_ensemble_coeff,
-                                 blend_steps=args.blend_steps, rate_hz=args.rate, joint_names=joint_names)
+                                 blend_steps=args.blend_steps, joint_names=joint_names)
     finally:
         policy.close()
 
