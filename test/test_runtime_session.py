@@ -181,6 +181,15 @@ def test_a_checkpoint_trained_with_temporal_ensembling_runs_it_with_its_own_coef
         rt.close()
 
 
+def test_an_explicit_temporal_ensemble_mode_still_takes_the_checkpoints_coefficient():
+    rt = build_runtime(params(schedule_mode="temporal_ensemble"), ensembling_policy(0.05))
+    try:
+        np.testing.assert_allclose(rt.loop.schedule._ensembler.weights, np.exp(-0.05 * np.arange(10)), rtol=1e-6)
+        assert dict(rt.schedule_info())["schedule mode"] == "temporal_ensemble (parameter)"
+    finally:
+        rt.close()
+
+
 def test_parameters_override_the_checkpoints_schedule_live_and_at_configure():
     rt = build_runtime(params(temporal_ensemble_coeff=0.2), ensembling_policy(0.05))
     try:
