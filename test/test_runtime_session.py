@@ -15,7 +15,7 @@ from act_policy.core.policy import Policy
 from act_policy.core.synthetic import demo_artifacts
 from act_policy.runtime.health import Level, assess
 from act_policy.runtime.observations import RawImage
-from act_policy.runtime.parameters import ParameterError
+from act_policy.runtime.parameters import ParameterError, validate
 from act_policy.runtime.recorder import ObservationRecorder
 from act_policy.runtime.session import build_runtime, load_node_policy
 
@@ -225,5 +225,29 @@ def test_diagnostics_report_command_steps_at_switches_and_within_chunks_per_join
         values = dict(rt.report().values)
         assert values["influence lag steps p50/max"] == "2.0/2.0"
         assert values["arrival delay steps p50/max"] == "2.0/2.0"
+    finally:
+        rt.close()
+
+
+def test_a_checkpoint_saved_by_lerobot_with_temporal_ensembling_runs_it_in_the_node(tmp_path):
+    """Fixture case c was written by LeRobot 0.4.4 itself: temporal_ensemble_coeff 0.01, n_action_steps 1."""
+    import json
+    import shutil
+
+    import torch
+    from safetensors.torch import save_file
+    from test_parity_lerobot import FIXTURES, regenerate_weights
+
+    folder = tmp_path / "c"
+    shutil.copytree(FIXTURES / "c", folder)
+    weights = regenerate_weights(folder, json.loads((folder / "weights.json").read_text()))
+    save_file({f"model.{k}": torch.from_numpy(v) for k, v in weights.items()}, str(folder / "model.safetensors"))
+    settings = params(model_path=str(folder))
+    rt = build_runtime(settings, load_node_policy(validate(settings)))
+    try:
+        assert dict(rt.schedule_info()) == {
+            "schedule mode": "temporal_ensemble (checkpoint)", "n_action_steps": "1 (temporal ensembling)",
+            "temporal_ensemble_coeff": "0.01 (checkpoint)", "chunk_aggregation": "weighted (temporal ensembling)"}
+        assert rt.loop.schedule.mode == "temporal_ensemble"  # before: async, one action per inference, starving
     finally:
         rt.close()
