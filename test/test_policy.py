@@ -43,6 +43,16 @@ def test_select_action_executes_n_action_steps_of_each_chunk(tiny_checkpoint: Pa
     assert actions[0].shape == (6,) and actions[0].dtype == np.float32
 
 
+def test_chunk_aggregation_merges_a_new_chunk_with_the_tail_of_the_previous_one(tiny_checkpoint: Path) -> None:
+    policy = act_policy.load_policy(tiny_checkpoint, chunk_aggregation="average")  # chunk 10, 4 steps per chunk
+    obs = episode(policy, 9)
+    first, second = policy.predict_chunk(obs[0]), policy.predict_chunk(obs[4])
+    actions = [policy.select_action(o) for o in obs]
+    np.testing.assert_allclose(actions[:4], first[:4], atol=1e-6)  # nothing overlaps yet
+    np.testing.assert_allclose(actions[4:8], (first[4:8] + second[:4]) / 2, atol=1e-6)  # first covers steps 0..9
+    assert policy.describe()["chunk_aggregation"] == "average"
+
+
 def test_predict_chunk_has_no_queue_side_effects_and_reset_starts_over(tiny_checkpoint: Path) -> None:
     policy = act_policy.load_policy(tiny_checkpoint)
     obs = episode(policy, 3)

@@ -217,9 +217,16 @@ def test_configure_creates_the_interfaces_with_sensor_qos(make_node):
     assert [p.topic_name for p in n.publishers] == ["/parameter_events"]  # rclpy's own entities survive
 
 
+def test_configure_logs_the_schedule_it_runs_and_where_each_value_comes_from(make_node):
+    n = active(make_node, chunk_aggregation="blend", blend_steps=6, temporal_ensemble_coeff=0.2)
+    info = [m for level, m in n.get_logger().records if level == "info" and m.startswith("configured:")]
+    assert info and ("schedule mode async (checkpoint); n_action_steps 4 (checkpoint); temporal_ensemble_coeff "
+                     "0.2 (parameter); chunk_aggregation blend over 6 steps") in info[0]
+
+
 # --------------------------------------------------------------------------- end to end
 def test_end_to_end_slow_backend_never_blocks_the_tick_and_no_stale_command_is_sent(make_node, backend):
-    n = active(make_node)
+    n = active(make_node, chunk_aggregation="latest")  # each command is then exactly a row of the latest chunk
     cam, js = topic(n, "/camera/image_raw"), topic(n, "/joint_states")
     commands = topic(n, "/forward_position_controller/commands").published
     chunks, latency = topic(n, "/act_policy/action_chunk").published, topic(n, "/act_policy/latency").published

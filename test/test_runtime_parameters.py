@@ -25,7 +25,8 @@ def test_every_parameter_is_documented_typed_and_its_default_is_valid():
         assert spec.description, spec.name
         assert P.coerce(spec, spec.default) == spec.default, spec.name
         if spec.type in (P.ParamType.INT, P.ParamType.DOUBLE):
-            assert spec.min is not None and spec.max is not None and spec.min <= spec.default <= spec.max, spec.name
+            assert spec.min is not None and spec.max is not None, spec.name
+            assert spec.default == P.CHECKPOINT if spec.from_checkpoint else spec.min <= spec.default <= spec.max
     assert validate({}).keys() == {p.name for p in P.PARAMETERS}
 
 
@@ -35,7 +36,7 @@ def test_read_only_and_live_sets_match_the_issue():
     live = {p.name for p in P.PARAMETERS if not p.read_only}
     assert {"control_rate_hz", "refill_threshold", "temporal_ensemble_coeff", "n_action_steps", "max_joint_step",
             "joint_lower_limits", "joint_upper_limits", "max_image_age_ms", "max_joint_state_age_ms",
-            "enabled"} <= live
+            "enabled", "chunk_aggregation", "blend_steps"} <= live
 
 
 def test_integers_typed_by_users_are_accepted_for_doubles_and_double_arrays():
@@ -92,6 +93,51 @@ def test_temporal_ensembling_requires_one_action_per_chunk():
         base(schedule_mode="temporal_ensemble", n_action_steps=5)
     s = base(schedule_mode="temporal_ensemble", n_action_steps=1)
     assert P.effective_n_action_steps(s, CONTEXT) == 1
+
+
+ENSEMBLE_CHECKPOINT = PolicyContext(chunk_size=100, n_action_steps=1, camera_features=("observation.images.front",),
+                                    action_dim=6, temporal_ensemble_coeff=0.05)
+
+
+def test_by_default_a_checkpoint_trained_with_temporal_ensembling_runs_it_with_its_coefficient():
+    s = validate({"joint_names": JOINTS, "camera_topics": ["front=/c"]}, ENSEMBLE_CHECKPOINT)
+    assert (s["schedule_mode"], s["temporal_ensemble_coeff"]) == ("checkpoint", "checkpoint")
+    assert P.effective_schedule_mode(s, ENSEMBLE_CHECKPOINT) == "temporal_ensemble"
+    assert P.effective_ensemble_coeff(s, ENSEMBLE_CHECKPOINT) == 0.05
+    assert P.effective_n_action_steps(s, ENSEMBLE_CHECKPOINT) == 1
+    plain = base()  # trained without ensembling: chunks, asynchronously; ACT's 0.01 if ensembling is asked for
+    assert P.effective_schedule_mode(plain, CONTEXT) == "async"
+    assert P.effective_ensemble_coeff(plain, CONTEXT) == P.DEFAULT_ENSEMBLE_COEFF == 0.01
+
+
+def test_parameters_override_the_checkpoints_schedule_and_coefficient():
+    s = validate({"joint_names": JOINTS, "camera_topics": ["front=/c"], "schedule_mode": "async",
+                  "n_action_steps": 40, "temporal_ensemble_coeff": -0.2}, ENSEMBLE_CHECKPOINT)
+    assert P.effective_schedule_mode(s, ENSEMBLE_CHECKPOINT) == "async"
+    assert P.effective_n_action_steps(s, ENSEMBLE_CHECKPOINT) == 40
+    assert P.effective_ensemble_coeff(s, ENSEMBLE_CHECKPOINT) == -0.2
+    live = apply_changes(s, {"temporal_ensemble_coeff": "checkpoint"}, ENSEMBLE_CHECKPOINT)
+    assert P.effective_ensemble_coeff(live, ENSEMBLE_CHECKPOINT) == 0.05
+
+
+def test_running_an_ensembling_checkpoint_one_action_per_inference_is_refused_not_starved():
+    values = {"joint_names": JOINTS, "camera_topics": ["front=/c"]}
+    with pytest.raises(ParameterError, match=r"n_action_steps: async mode with 1 action per chunk \(the checkpoint's "
+                                             r"n_action_steps\) infers for every action and starves"):
+        validate({**values, "schedule_mode": "async"}, ENSEMBLE_CHECKPOINT)
+    with pytest.raises(ParameterError, match=r"trained with temporal ensembling .* must be 1"):
+        validate({**values, "n_action_steps": 10}, ENSEMBLE_CHECKPOINT)
+    with pytest.raises(ParameterError, match=r"temporal_ensemble_coeff: expected a finite number, got 'ckpt'"):
+        validate({**values, "temporal_ensemble_coeff": "ckpt"}, ENSEMBLE_CHECKPOINT)
+
+
+def test_chunk_aggregation_is_one_of_the_modes_and_blend_steps_is_not_negative():
+    s = apply_changes(base(), {"chunk_aggregation": "blend", "blend_steps": 5}, CONTEXT)
+    assert (s["chunk_aggregation"], s["blend_steps"]) == ("blend", 5)
+    with pytest.raises(ParameterError, match="chunk_aggregation: expected one of latest, average, weighted, blend"):
+        apply_changes(base(), {"chunk_aggregation": "median"}, CONTEXT)
+    with pytest.raises(ParameterError, match=r"blend_steps: expected a value in \[0, 10000\]"):
+        apply_changes(base(), {"blend_steps": -1}, CONTEXT)
 
 
 def test_refill_threshold_minus_one_means_half_of_n_action_steps():

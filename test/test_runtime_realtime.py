@@ -297,3 +297,39 @@ def test_inference_observations_are_handed_to_the_recorder(rig):
     assert len(r.recorded) == 1
     assert set(r.recorded[0]) == {CAM, STATE_KEY}
     assert r.recorded[0][STATE_KEY].tolist() == [1.0, 1.0]  # ros 0 → policy 2 * 0 + 1
+
+
+def test_async_chunk_aggregation_blends_the_old_chunk_into_the_new_one_and_measures_the_lag():
+    s = ActionSchedule("async", 8, 6, 3, 0.01, "blend", 3)
+    old, new = np.zeros((8, 1), np.float32), np.ones((8, 1), np.float32)
+    assert s.offer(old, obs_step=0, step=1) == 1
+    assert [s.next_action(t)[0] for t in (1, 2, 3, 4)] == [0.0] * 4
+    assert s.depth == 2 and s.needs_inference()  # 6 actions from step 1: steps 5 and 6 remain
+    assert s.offer(new, obs_step=4, step=5) == 1  # the old chunk still covers steps 5..7
+    got = [s.next_action(t)[0] for t in range(5, 10)]
+    assert got == pytest.approx([0.25, 0.5, 0.75, 1.0, 1.0])  # alpha = (t - 5 + 1) / 4
+    assert s.aggregation == "blend"
+    s.lag.finish()
+    assert list(s.lag.arrivals) == [1, 1]  # both chunks came one step after their observation
+    # lag = arrival delay + sum of (1 - weight of the newest chunk): old 1 + 0, new 1 + 0.75 + 0.5 + 0.25
+    assert list(s.lag.lags) == [1.0, 2.5]
+
+
+def test_chunk_aggregation_changes_live_and_latest_replaces_at_once():
+    s = ActionSchedule("async", 8, 6, 3, 0.01, "average")
+    s.offer(np.zeros((8, 1), np.float32), obs_step=0, step=1)
+    s.next_action(1)
+    s.offer(np.full((8, 1), 2, np.float32), obs_step=1, step=2)
+    assert s.next_action(2)[0] == pytest.approx(1.0)
+    s.reconfigure(6, 3, 0.01, "latest", 0)
+    assert s.next_action(3)[0] == 2.0
+
+
+def test_sync_mode_aggregates_the_previous_chunks_unexecuted_tail():
+    s = ActionSchedule("sync", 8, 4, 0, 0.01, "average")
+    s.offer(np.zeros((8, 1), np.float32), obs_step=0, step=1)  # runs from its arrival, as LeRobot's queue
+    assert [s.next_action(t)[0] for t in range(1, 5)] == [0.0] * 4
+    assert s.needs_inference() and s.next_action(5) is None  # the arm holds while the next chunk is inferred
+    s.offer(np.full((8, 1), 2, np.float32), obs_step=6, step=7)
+    assert s.next_action(7)[0] == pytest.approx(1.0)  # the first chunk covers steps 1..8
+    assert s.next_action(9)[0] == 2.0

@@ -15,7 +15,7 @@ from act_policy.core.policy import Policy
 from act_policy.core.synthetic import demo_artifacts
 from act_policy.runtime.health import Level, assess
 from act_policy.runtime.observations import RawImage
-from act_policy.runtime.parameters import ParameterError
+from act_policy.runtime.parameters import ParameterError, validate
 from act_policy.runtime.recorder import ObservationRecorder
 from act_policy.runtime.session import build_runtime, load_node_policy
 
@@ -156,5 +156,98 @@ def test_a_fallback_backend_is_named_and_keeps_the_status_at_warning(tiny_torch_
         assert report.level is Level.WARN
         assert "running on fallback cpu_fp32: no Hailo device found" in report.message
         assert ("backend", "hailo (fallback cpu_fp32)") in report.values
+    finally:
+        rt.close()
+
+
+def ensembling_policy(coeff: float = 0.05) -> Policy:
+    """A checkpoint saved the way LeRobot saves one trained for temporal ensembling."""
+    artifacts = demo_artifacts(tiny_spec(temporal_ensemble_coeff=coeff, n_action_steps=1), seed=3)
+    return Policy(artifacts, create_backend("cpu_fp32", artifacts))
+
+
+def test_a_checkpoint_trained_with_temporal_ensembling_runs_it_with_its_own_coefficient():
+    rt = build_runtime(params(), ensembling_policy(0.05))
+    try:
+        schedule = rt.loop.schedule
+        assert schedule.mode == "temporal_ensemble"
+        np.testing.assert_allclose(schedule._ensembler.weights, np.exp(-0.05 * np.arange(10)), rtol=1e-6)
+        info = dict(rt.schedule_info())
+        assert info == {"schedule mode": "temporal_ensemble (checkpoint)", "n_action_steps": "1 (temporal ensembling)",
+                        "temporal_ensemble_coeff": "0.05 (checkpoint)",
+                        "chunk_aggregation": "weighted (temporal ensembling)"}
+        assert set(info.items()) <= set(rt.report().values)  # and /diagnostics says so
+    finally:
+        rt.close()
+
+
+def test_an_explicit_temporal_ensemble_mode_still_takes_the_checkpoints_coefficient():
+    rt = build_runtime(params(schedule_mode="temporal_ensemble"), ensembling_policy(0.05))
+    try:
+        np.testing.assert_allclose(rt.loop.schedule._ensembler.weights, np.exp(-0.05 * np.arange(10)), rtol=1e-6)
+        assert dict(rt.schedule_info())["schedule mode"] == "temporal_ensemble (parameter)"
+    finally:
+        rt.close()
+
+
+def test_parameters_override_the_checkpoints_schedule_live_and_at_configure():
+    rt = build_runtime(params(temporal_ensemble_coeff=0.2), ensembling_policy(0.05))
+    try:
+        np.testing.assert_allclose(rt.loop.schedule._ensembler.weights, np.exp(-0.2 * np.arange(10)), rtol=1e-6)
+        assert dict(rt.schedule_info())["temporal_ensemble_coeff"] == "0.2 (parameter)"
+        rt.apply({"temporal_ensemble_coeff": "checkpoint"})
+        rt.tick()  # live settings take effect at the next tick
+        np.testing.assert_allclose(rt.loop.schedule._ensembler.weights, np.exp(-0.05 * np.arange(10)), rtol=1e-6)
+    finally:
+        rt.close()
+    rt = build_runtime(params(schedule_mode="sync", chunk_aggregation="blend", blend_steps=4), ensembling_policy())
+    try:
+        assert dict(rt.schedule_info()) == {
+            "schedule mode": "sync (parameter)", "n_action_steps": "1 (checkpoint)",
+            "temporal_ensemble_coeff": "0.05 (checkpoint)", "chunk_aggregation": "blend over 4 steps"}
+    finally:
+        rt.close()
+
+
+def test_diagnostics_report_command_steps_at_switches_and_within_chunks_per_joint(policy):
+    rt = build_runtime(params(), policy)
+    try:
+        for step, value, switch in ((0, 0.0, True), (1, 0.1, False), (2, 0.2, False), (3, 1.2, True)):
+            rt.monitor.on_command(step, np.full(6, value), switch)
+        values = dict(rt.report().values)
+        assert values["command step at chunk switches p95/max per joint"] == " ".join(["1/1"] * 6)
+        assert values["command step within chunks p95/max per joint"] == " ".join(["0.1/0.1"] * 6)
+        assert values["influence lag steps p50/max"] == "n/a/n/a"
+        schedule = rt.loop.schedule  # async, latest: a chunk takes over when it arrives, 2 steps after its observation
+        for obs_step in (0, 3):
+            schedule.offer(np.zeros((10, 6), np.float32), obs_step, obs_step + 2)
+            schedule.next_action(obs_step + 2)
+        values = dict(rt.report().values)
+        assert values["influence lag steps p50/max"] == "2.0/2.0"
+        assert values["arrival delay steps p50/max"] == "2.0/2.0"
+    finally:
+        rt.close()
+
+
+def test_a_checkpoint_saved_by_lerobot_with_temporal_ensembling_runs_it_in_the_node(tmp_path):
+    """Fixture case c was written by LeRobot 0.4.4 itself: temporal_ensemble_coeff 0.01, n_action_steps 1."""
+    import json
+    import shutil
+
+    import torch
+    from safetensors.torch import save_file
+    from test_parity_lerobot import FIXTURES, regenerate_weights
+
+    folder = tmp_path / "c"
+    shutil.copytree(FIXTURES / "c", folder)
+    weights = regenerate_weights(folder, json.loads((folder / "weights.json").read_text()))
+    save_file({f"model.{k}": torch.from_numpy(v) for k, v in weights.items()}, str(folder / "model.safetensors"))
+    settings = params(model_path=str(folder))
+    rt = build_runtime(settings, load_node_policy(validate(settings)))
+    try:
+        assert dict(rt.schedule_info()) == {
+            "schedule mode": "temporal_ensemble (checkpoint)", "n_action_steps": "1 (temporal ensembling)",
+            "temporal_ensemble_coeff": "0.01 (checkpoint)", "chunk_aggregation": "weighted (temporal ensembling)"}
+        assert rt.loop.schedule.mode == "temporal_ensemble"  # before: async, one action per inference, starving
     finally:
         rt.close()

@@ -19,7 +19,7 @@ from act_policy.core.artifacts import PolicyArtifacts
 from act_policy.core.config import Feature, FeatureType, PolicySpec
 from act_policy.core.dependencies import needs
 from act_policy.core.errors import ObservationError, SettingError
-from act_policy.core.scheduling import ChunkQueue, TemporalEnsembler
+from act_policy.core.scheduling import ChunkAggregator, TemporalEnsembler
 
 Observation = Mapping[str, np.ndarray]
 
@@ -37,11 +37,16 @@ class Policy:
     """A loaded ACT policy bound to one backend.
 
     ``select_action`` follows LeRobot's ``select_action`` (queue of ``n_action_steps`` or
-    temporal ensembling); ``predict_chunk`` is side-effect free.
+    temporal ensembling); ``predict_chunk`` is side-effect free. ``chunk_aggregation`` (see
+    :class:`~act_policy.core.scheduling.ChunkAggregator`) merges a new chunk with the tail of the
+    previous one where they overlap (``n_action_steps < chunk_size``); the default ``latest`` is
+    LeRobot's behaviour, ``aggregation_coeff`` is ``weighted``'s ACT coefficient.
     """
 
     def __init__(self, artifacts: PolicyArtifacts, backend: Backend,
-                 n_action_steps: int | None = None, temporal_ensemble_coeff: float | None = None) -> None:
+                 n_action_steps: int | None = None, temporal_ensemble_coeff: float | None = None,
+                 chunk_aggregation: str = "latest", blend_steps: int = 0,
+                 aggregation_coeff: float = 0.01) -> None:
         self.artifacts = artifacts
         self.spec: PolicySpec = artifacts.spec
         self.backend = backend
@@ -56,7 +61,8 @@ class Policy:
             raise SettingError(f"n_action_steps: temporal ensembling (coefficient {coeff}) infers every step, so it "
                                f"must be 1 (as in LeRobot), got {self.n_action_steps}")
         self.temporal_ensemble_coeff = coeff
-        self._queue = ChunkQueue(self.n_action_steps)
+        self._chunks = ChunkAggregator(chunk_aggregation, aggregation_coeff, blend_steps)
+        self._step = 0  # select_action calls since reset
         self._ensembler = TemporalEnsembler(coeff, c.chunk_size) if coeff is not None else None
         self.last_times = StageTimes()
         self.inferred_last_step = False  # whether the last select_action ran the network
@@ -94,7 +100,8 @@ class Policy:
     # ----------------------------------------------------------------- inference
     def reset(self) -> None:
         """Start a new episode: forget queued actions and ensembling history."""
-        self._queue.reset()
+        self._chunks.reset()
+        self._step = 0
         if self._ensembler is not None:
             self._ensembler.reset()
 
@@ -122,19 +129,22 @@ class Policy:
 
     def select_action(self, obs: Observation) -> np.ndarray:
         """Next action, float32 (action_dim,), inferring a new chunk only when LeRobot would."""
-        self.inferred_last_step = self._ensembler is not None or self._queue.needs_chunk
+        step = self._step
+        self._step += 1
+        self.inferred_last_step = self._ensembler is not None or not self._chunks.remaining(step)
         if self._ensembler is not None:
             return self._ensembler.update(self.predict_chunk(obs))
-        if self._queue.needs_chunk:
-            self._queue.push_chunk(self.predict_chunk(obs))
-        return self._queue.pop().copy()
+        if self.inferred_last_step:
+            self._chunks.add(self.predict_chunk(obs), step, step, step + self.n_action_steps)
+        return self._chunks.action(step)
 
     def close(self) -> None:
         self.backend.close()
 
     def describe(self) -> dict[str, Any]:
         return {**self.backend.describe(), "chunk_size": self.chunk_size,
-                "n_action_steps": self.n_action_steps, "temporal_ensemble_coeff": self.temporal_ensemble_coeff}
+                "n_action_steps": self.n_action_steps, "temporal_ensemble_coeff": self.temporal_ensemble_coeff,
+                "chunk_aggregation": self._chunks.mode}
 
 
 def _checked_image(obs: Mapping[str, Any], f: Feature) -> np.ndarray:
@@ -181,11 +191,14 @@ def load_artifacts(path: str | Path) -> PolicyArtifacts:
 def load_policy(path: str | Path, backend: str = "cpu_fp32", *, num_threads: int | None = None,
                 device: str = "cpu", n_action_steps: int | None = None,
                 temporal_ensemble_coeff: float | None = None,
-                backend_options: Mapping[str, Any] | None = None) -> Policy:
+                backend_options: Mapping[str, Any] | None = None, chunk_aggregation: str = "latest",
+                blend_steps: int = 0) -> Policy:
     """Load ``path`` and bind it to ``backend`` (see ``act_policy.backends.BACKENDS``).
 
-    ``n_action_steps`` and ``temporal_ensemble_coeff`` override the checkpoint's values.
+    ``n_action_steps`` and ``temporal_ensemble_coeff`` override the checkpoint's values;
+    ``chunk_aggregation`` and ``blend_steps`` are :class:`Policy`'s.
     """
     artifacts = load_artifacts(path)
     options = BackendOptions(num_threads=num_threads, device=device, extra=dict(backend_options or {}))
-    return Policy(artifacts, create_backend(backend, artifacts, options), n_action_steps, temporal_ensemble_coeff)
+    return Policy(artifacts, create_backend(backend, artifacts, options), n_action_steps, temporal_ensemble_coeff,
+                  chunk_aggregation, blend_steps)

@@ -233,10 +233,12 @@ def replay(artifacts: PolicyArtifacts, episode: Episode, backends: Sequence[str]
            temporal_ensemble_coeff: float | None = None, refill_threshold: int | None = None,
            num_threads: int | None = None, latency_samples: int = 30,
            backend_options: Mapping[str, Mapping[str, Any]] | None = None,
-           progress: Progress | None = None) -> ReplayResult:
+           progress: Progress | None = None, chunk_aggregation: str = "latest",
+           blend_steps: int = 0) -> ReplayResult:
     """Replay ``episode`` through every backend in ``backends`` (``reference_backend()`` is added as the reference).
 
-    ``backend_options`` maps a backend name to its ``BackendOptions.extra``.
+    ``backend_options`` maps a backend name to its ``BackendOptions.extra``; ``chunk_aggregation``
+    and ``blend_steps`` are :class:`~act_policy.core.policy.Policy`'s.
     """
     if len(episode) == 0:
         raise DatasetError(f"{episode.source}: episode {episode.index} has no steps")
@@ -257,7 +259,7 @@ def replay(artifacts: PolicyArtifacts, episode: Episode, backends: Sequence[str]
     for backend in order:
         options = BackendOptions(num_threads=num_threads, extra=dict((backend_options or {}).get(backend, {})))
         policy = Policy(artifacts, create_backend(backend, artifacts, options), n_action_steps,
-                        temporal_ensemble_coeff)
+                        temporal_ensemble_coeff, chunk_aggregation, blend_steps)
         try:
             threshold = policy.n_action_steps // 2 if refill_threshold is None else refill_threshold
             ensembling = policy.temporal_ensemble_coeff is not None

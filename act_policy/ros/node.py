@@ -132,9 +132,11 @@ class ActPolicyNode(LifecycleNode):
             return TransitionCallbackReturn.ERROR
         rt = self.runtime
         self.get_logger().info(
-            f"configured: {rt.policy.describe()}; cameras {rt.camera_topics}; joints {list(rt.cache.joint_names)} "
+            f"configured: {rt.policy.backend.describe()}, chunk_size {rt.context.chunk_size}; "
+            f"cameras {rt.camera_topics}; joints {list(rt.cache.joint_names)} "
             f"from {rt.settings['joint_state_topic']}; commands ({rt.settings['command_type']}) on "
-            f"{rt.settings['command_topic']} at {rt.settings['control_rate_hz']:g} Hz, {rt.settings['schedule_mode']}")
+            f"{rt.settings['command_topic']} at {rt.settings['control_rate_hz']:g} Hz; "
+            + "; ".join(f"{k} {v}" for k, v in rt.schedule_info()))
         if rt.backend_warning:
             self.get_logger().warning(f"backend {rt.backend}: {rt.backend_warning}")
         return super().on_configure(state)

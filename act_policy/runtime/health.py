@@ -9,11 +9,14 @@ ago does not keep the status at WARN forever.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 
-from act_policy.core.diagnostics import RateMeter, RollingWindow
+import numpy as np
+
+from act_policy.core.diagnostics import RateMeter, RollingWindow, summarize
+from act_policy.core.smoothness import CommandSmoothness
 from act_policy.runtime.realtime import ChunkResult, ControlLoop
 from act_policy.runtime.safety import Hold
 
@@ -45,6 +48,7 @@ class HealthMonitor:
         self.ticks = RateMeter(window)
         self.inputs: dict[str, RateMeter] = {}
         self.overruns = 0  # ticks whose callback took longer than the period
+        self.smoothness = CommandSmoothness(window)  # |Δcommand| per joint at chunk switches vs within chunks
         self.last_tick_ms = 0.0
         self._previous: dict[str, int] = {}
 
@@ -53,6 +57,10 @@ class HealthMonitor:
         self.last_tick_ms = (finished - started) * 1e3
         if finished - started > period_s:
             self.overruns += 1
+
+    def on_command(self, step: int, command: np.ndarray, switch: bool) -> None:
+        """A command sent at ``step`` (ROS units); ``switch`` when a newly arrived chunk set it first."""
+        self.smoothness.add(step, command, switch)
 
     def on_input(self, source: str, now: float) -> None:
         self.inputs.setdefault(source, RateMeter(50)).tick(now)
@@ -78,7 +86,8 @@ def _ms(value: float) -> str:
 
 
 def assess(loop: ControlLoop, monitor: HealthMonitor, *, backend: str, control_rate_hz: float,
-           recorder_info: str = "off", backend_warning: str | None = None) -> Report:
+           recorder_info: str = "off", backend_warning: str | None = None,
+           schedule_info: Sequence[tuple[str, str]] = ()) -> Report:
     """The node's diagnostic status: the level, a one-line message and key-values."""
     period_ms = 1e3 / control_rate_hz
     schedule, guard, c = loop.schedule, loop.guard, loop.counters
@@ -121,7 +130,7 @@ def assess(loop: ControlLoop, monitor: HealthMonitor, *, backend: str, control_r
         ("control period jitter (ms)", f"{monitor.ticks.jitter_ms(period_ms):.1f}"),
         ("control tick duration (ms)", f"{monitor.last_tick_ms:.2f}"),
         ("control overruns", str(monitor.overruns)),
-        ("schedule mode", schedule.mode),
+        *(schedule_info or [("schedule mode", schedule.mode)]),
         ("queue depth", str(schedule.depth)),
         ("inferences", str(c.inferences)),
         ("commands sent", str(c.commands)),
@@ -137,6 +146,12 @@ def assess(loop: ControlLoop, monitor: HealthMonitor, *, backend: str, control_r
     for name, window in monitor.stages.items():
         s = window.summary()
         values.append((f"{name} ms p50/p95/max", f"{_ms(s.p50)}/{_ms(s.p95)}/{_ms(s.max)}"))
+    switch, within = monitor.smoothness.summary()
+    values.append(("command step at chunk switches p95/max per joint", switch.text()))
+    values.append(("command step within chunks p95/max per joint", within.text()))
+    lag, arrival = schedule.lag.summary(), summarize(list(schedule.lag.arrivals))
+    values.append(("influence lag steps p50/max", f"{_ms(lag.p50)}/{_ms(lag.max)}"))
+    values.append(("arrival delay steps p50/max", f"{_ms(arrival.p50)}/{_ms(arrival.max)}"))
     values.append(("observation age at inference ms p50/max",
                    f"{_ms(monitor.observation_age.summary().p50)}/{_ms(monitor.observation_age.summary().max)}"))
     for source, age in ages.items():

@@ -21,6 +21,7 @@ from typing import Any
 
 from act_policy.core.config import IMAGE_PREFIX
 from act_policy.core.errors import SettingError
+from act_policy.core.scheduling import AGGREGATIONS
 
 CAMERA_PREFIX = IMAGE_PREFIX + "s."  # LeRobot camera features are "observation.images.<name>"
 
@@ -51,17 +52,20 @@ class ParamSpec:
     min: float | None = None
     max: float | None = None
     choices: tuple[str, ...] | None = None
+    from_checkpoint: bool = False  # the string CHECKPOINT stands for the checkpoint's value
 
     def range_text(self) -> str:
         if self.choices:
             return ", ".join(self.choices)
         if self.min is not None and self.max is not None:
-            return f"[{_fmt(self.min)}, {_fmt(self.max)}]"
+            return f"[{_fmt(self.min)}, {_fmt(self.max)}]" + (f" or {CHECKPOINT}" if self.from_checkpoint else "")
         return ""
 
 
 COMMAND_TYPES = ("float64_multi_array", "joint_state", "joint_trajectory")
-SCHEDULE_MODES = ("async", "sync", "temporal_ensemble")
+CHECKPOINT = "checkpoint"  # a value that means "as trained": what the checkpoint's config.json says
+SCHEDULE_MODES = (CHECKPOINT, "async", "sync", "temporal_ensemble")
+DEFAULT_ENSEMBLE_COEFF = 0.01  # ACT's and LeRobot's default, for checkpoints trained without ensembling
 
 P = ParamSpec
 T = ParamType
@@ -98,9 +102,11 @@ PARAMETERS: tuple[ParamSpec, ...] = (
       read_only=True, choices=COMMAND_TYPES),
     P("command_topic", T.STRING, "/forward_position_controller/commands", "where commands are published",
       read_only=True),
-    P("schedule_mode", T.STRING, "async", "async: infer ahead in a worker and skip actions whose time passed; "
-      "sync: LeRobot's select_action timing (the arm holds while a chunk is inferred); temporal_ensemble: "
-      "infer every tick and average overlapping chunks", read_only=True, choices=SCHEDULE_MODES),
+    P("schedule_mode", T.STRING, CHECKPOINT, "checkpoint: as trained (temporal_ensemble when the checkpoint has "
+      "a temporal_ensemble_coeff, else async); async: infer ahead in a worker and skip actions whose time "
+      "passed; sync: LeRobot's select_action timing (the arm holds while a chunk is inferred); "
+      "temporal_ensemble: infer every tick and average overlapping chunks", read_only=True,
+      choices=SCHEDULE_MODES),
     P("diagnostics_period_s", T.DOUBLE, 1.0, "period of /diagnostics messages", read_only=True, unit="s",
       min=0.1, max=60.0),
     # ---------------------------------------------------------------- live (ros2 param set)
@@ -111,8 +117,15 @@ PARAMETERS: tuple[ParamSpec, ...] = (
       "must not exceed chunk_size", min=0, max=10000),
     P("refill_threshold", T.INT, -1, "async mode: request the next chunk when this many queued actions "
       "remain; -1 = n_action_steps // 2", min=-1, max=10000),
-    P("temporal_ensemble_coeff", T.DOUBLE, 0.01, "ACT's exp(-coeff * i) weight, i = 0 the oldest prediction",
-      min=0.0, max=10.0),
+    P("temporal_ensemble_coeff", T.DOUBLE, CHECKPOINT, "ACT's exp(-coeff * i) weight, i = 0 the oldest "
+      "prediction, of temporal_ensemble mode and chunk_aggregation weighted; checkpoint = the checkpoint's "
+      f"value, {DEFAULT_ENSEMBLE_COEFF} if it has none", min=-10.0, max=10.0, from_checkpoint=True),
+    P("chunk_aggregation", T.STRING, "blend", "async/sync: how a new chunk merges with the older chunks' "
+      "actions for the same steps: latest (replace, as LeRobot), average, weighted (ACT's exp(-coeff * i) "
+      "weights over the chunks available), blend (cross-fade over blend_steps); when to use which: "
+      "docs/replay.md#chunk-aggregation", choices=AGGREGATIONS),
+    P("blend_steps", T.INT, 10, "chunk_aggregation blend: steps over which the command fades from the old "
+      "chunk to the new one (0 = latest)", min=0, max=10000),
     P("joint_lower_limits", T.DOUBLE_ARRAY, (), "per joint lower command limit (ROS units); empty = none",
       unit="rad"),
     P("joint_upper_limits", T.DOUBLE_ARRAY, (), "per joint upper command limit (ROS units); empty = none",
@@ -142,6 +155,7 @@ class PolicyContext:
     camera_features: tuple[str, ...]
     action_dim: int
     rename_map: Mapping[str, str] = field(default_factory=dict)  # the checkpoint's robot-side → policy names
+    temporal_ensemble_coeff: float | None = None  # the checkpoint's value (None: trained without ensembling)
 
 
 class Settings(Mapping[str, Any]):
@@ -187,6 +201,8 @@ def coerce(spec: ParamSpec, value: Any) -> Any:
         _check_range(spec, value)
         return value
     if spec.type is ParamType.DOUBLE:
+        if spec.from_checkpoint and value == CHECKPOINT:
+            return value
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise fail("a finite number")
         _check_range(spec, float(value))
@@ -244,8 +260,23 @@ def apply_changes(current: Settings, changes: Mapping[str, Any], context: Policy
 
 
 # ---------------------------------------------------------------------------- derived values
+def effective_schedule_mode(s: Mapping[str, Any], context: PolicyContext) -> str:
+    """``schedule_mode`` with ``checkpoint`` resolved: temporal ensembling when the checkpoint was trained for it."""
+    if s["schedule_mode"] != CHECKPOINT:
+        return s["schedule_mode"]
+    return "async" if context.temporal_ensemble_coeff is None else "temporal_ensemble"
+
+
+def effective_ensemble_coeff(s: Mapping[str, Any], context: PolicyContext) -> float:
+    """``temporal_ensemble_coeff`` with ``checkpoint`` resolved (ACT's 0.01 when the checkpoint has none)."""
+    if s["temporal_ensemble_coeff"] != CHECKPOINT:
+        return s["temporal_ensemble_coeff"]
+    coeff = context.temporal_ensemble_coeff
+    return DEFAULT_ENSEMBLE_COEFF if coeff is None else coeff
+
+
 def effective_n_action_steps(s: Mapping[str, Any], context: PolicyContext) -> int:
-    if s["schedule_mode"] == "temporal_ensemble":
+    if effective_schedule_mode(s, context) == "temporal_ensemble":
         return 1
     return s["n_action_steps"] or context.n_action_steps
 
@@ -319,11 +350,22 @@ def _check_rules(s: Mapping[str, Any], context: PolicyContext | None) -> None:
                              f"be 1 (or 0), got {s['n_action_steps']}")
     if context is None:
         return
+    mode = effective_schedule_mode(s, context)
+    if mode == "temporal_ensemble" and s["n_action_steps"] not in (0, 1):  # schedule_mode checkpoint
+        raise ParameterError(f"n_action_steps: the checkpoint was trained with temporal ensembling "
+                             f"(temporal_ensemble_coeff {context.temporal_ensemble_coeff}), which executes one "
+                             f"action per chunk: n_action_steps must be 1 (or 0), got {s['n_action_steps']}; "
+                             "set schedule_mode to async or sync to run chunks instead")
     if s["n_action_steps"] > context.chunk_size:
         raise ParameterError(f"n_action_steps: expected at most chunk_size={context.chunk_size}, "
                              f"got {s['n_action_steps']}")
     steps = effective_n_action_steps(s, context)
-    if s["schedule_mode"] == "async" and effective_refill_threshold(s, context) >= steps:
+    if mode == "async" and steps == 1:
+        trained = " (the checkpoint's n_action_steps)" if s["n_action_steps"] == 0 else ""
+        raise ParameterError(f"n_action_steps: async mode with 1 action per chunk{trained} infers for every "
+                             f"action and starves; set n_action_steps (e.g. {max(2, context.chunk_size // 2)}) "
+                             "or use schedule_mode temporal_ensemble")
+    if mode == "async" and effective_refill_threshold(s, context) >= steps:
         raise ParameterError(f"refill_threshold: expected less than n_action_steps={steps} (or -1), "
                              f"got {s['refill_threshold']}")
     if n != context.action_dim:

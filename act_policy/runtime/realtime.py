@@ -7,9 +7,11 @@ observation was taken). Inference runs on a worker thread; when its chunk arrive
 the step it was predicted for. Three schedules:
 
 * ``async`` — request the next chunk when ``refill_threshold`` actions remain; on arrival the
-  fresher chunk replaces the queue (minus the skipped rows) and ``n_action_steps`` of it run.
+  fresher chunk (minus the skipped rows) runs for ``n_action_steps`` steps, merged with the
+  older chunk's rows for the same steps by ``chunk_aggregation`` (``latest``: replaced).
 * ``sync`` — LeRobot's ``select_action`` timing: run the queue dry, then infer; the arm holds
   (instead of the control loop blocking) while the chunk is computed; no rows are skipped.
+  ``chunk_aggregation`` applies where the old chunk's unexecuted tail overlaps the new one.
 * ``temporal_ensemble`` — request a chunk every tick and average overlapping predictions
   (:class:`~act_policy.core.scheduling.TemporalEnsembler`). Rows of an arriving chunk are
   aligned to the current step and the tail padded with its last row; a tick without a fresh
@@ -31,7 +33,8 @@ from act_policy.core.config import STATE_KEY
 from act_policy.core.errors import ObservationError
 from act_policy.core.joint_units import JointUnits
 from act_policy.core.policy import StageTimes
-from act_policy.core.scheduling import ChunkQueue, TemporalEnsembler
+from act_policy.core.scheduling import ChunkAggregator, TemporalEnsembler
+from act_policy.core.smoothness import InfluenceLag
 from act_policy.runtime.observations import Capture, ObservationCache
 from act_policy.runtime.safety import CommandGuard, Hold, Limits, stale_sources
 
@@ -130,54 +133,73 @@ class InferenceWorker:
 
 
 class ActionSchedule:
-    """Which action (policy units) runs at which step, for one of the three modes above."""
+    """Which action (policy units) runs at which step, for one of the three modes above.
+
+    In ``async`` and ``sync`` mode the chunks live on the step axis in a
+    :class:`~act_policy.core.scheduling.ChunkAggregator`: the freshest chunk decides how many
+    actions are queued (``n_action_steps`` of it), ``aggregation`` decides how it merges with the
+    older chunks that still cover a step (``latest`` replaces them, as LeRobot does).
+    """
 
     def __init__(self, mode: str, chunk_size: int, n_action_steps: int, refill_threshold: int,
-                 ensemble_coeff: float) -> None:
+                 ensemble_coeff: float, aggregation: str = "latest", blend_steps: int = 0) -> None:
         if mode not in ("async", "sync", "temporal_ensemble"):
             raise ValueError(f"unknown schedule mode {mode!r}")
         self.mode = mode
         self.chunk_size = chunk_size
+        self.n_action_steps = n_action_steps
         self.refill_threshold = refill_threshold
-        self._queue = ChunkQueue(n_action_steps)
+        self._chunks = ChunkAggregator(aggregation, ensemble_coeff, blend_steps)
         self._coeff = ensemble_coeff
         self._ensembler = TemporalEnsembler(ensemble_coeff, chunk_size)
         self._ensemble_step: int | None = None  # step of the last ensembler update
         self._ensembled: tuple[int, np.ndarray] | None = None
+        self._next_step = 0  # the step of the next action handed out
+        self.lag = InfluenceLag()
         self.skipped_actions = 0
         self.stale_chunks = 0
         self.ensemble_gaps = 0
 
-    def reconfigure(self, n_action_steps: int, refill_threshold: int, ensemble_coeff: float) -> None:
-        """Live changes; the queue keeps running, a new coefficient restarts the average."""
-        self._queue.n_action_steps = n_action_steps
+    @property
+    def aggregation(self) -> str:
+        """How overlapping chunks are merged; temporal ensembling always uses ACT's weights."""
+        return "weighted" if self.mode == "temporal_ensemble" else self._chunks.mode
+
+    def reconfigure(self, n_action_steps: int, refill_threshold: int, ensemble_coeff: float,
+                    aggregation: str = "latest", blend_steps: int = 0) -> None:
+        """Live changes; the queue keeps running, a new coefficient restarts the ensemble average."""
+        self.n_action_steps = n_action_steps
         self.refill_threshold = refill_threshold
+        self._chunks.mode, self._chunks.coeff, self._chunks.blend_steps = aggregation, ensemble_coeff, blend_steps
         if ensemble_coeff != self._coeff:
             self._coeff = ensemble_coeff
             self._ensembler = TemporalEnsembler(ensemble_coeff, self.chunk_size)
             self._ensemble_step = None
 
     def reset(self) -> None:
-        self._queue.reset()
+        self._chunks.reset()
+        self.lag.drop_pending()
         self._ensembler.reset()
         self._ensemble_step = None
         self._ensembled = None
 
     @property
     def depth(self) -> int:
-        return len(self._queue)
+        """Actions queued from the current step on."""
+        return self._chunks.remaining(self._next_step)
 
     def needs_inference(self) -> bool:
         if self.mode == "temporal_ensemble":
             return True
         if self.mode == "sync":
-            return self._queue.needs_chunk
-        return len(self._queue) <= self.refill_threshold
+            return self.depth == 0
+        return self.depth <= self.refill_threshold
 
     def offer(self, chunk: np.ndarray, obs_step: int, step: int) -> int | None:
         """Take a chunk predicted from the observation of ``obs_step`` at ``step``; rows skipped, or None if stale."""
-        if self.mode == "sync":
-            self._queue.push_chunk(chunk)
+        self._next_step = step
+        if self.mode == "sync":  # LeRobot's timing: row 0 runs when the chunk is there, the arm held meanwhile
+            self._chunks.add(chunk, step, step, step + self.n_action_steps)
             return 0
         skip = step - obs_step
         if skip >= len(chunk):
@@ -185,7 +207,7 @@ class ActionSchedule:
             return None
         self.skipped_actions += skip
         if self.mode == "async":
-            self._queue.push_chunk(chunk[skip:])
+            self._chunks.add(chunk, obs_step, step, step + self.n_action_steps)
             return skip
         if self._ensemble_step is not None and self._ensemble_step != step - 1:
             self.ensemble_gaps += 1
@@ -196,11 +218,15 @@ class ActionSchedule:
         return skip
 
     def next_action(self, step: int) -> np.ndarray | None:
+        self._next_step = step + 1
         if self.mode == "temporal_ensemble":
             if self._ensembled is None or self._ensembled[0] != step:
                 return None
             return self._ensembled[1]
-        return None if self._queue.needs_chunk else self._queue.pop()
+        action = self._chunks.action(step)
+        if action is not None:
+            self.lag.observe(step, self._chunks.last_weights)
+        return action
 
 
 @dataclass(frozen=True)
@@ -214,6 +240,8 @@ class LoopSettings:
     limits: Limits
     max_image_age_ms: float
     max_joint_age_ms: float
+    chunk_aggregation: str = "latest"
+    blend_steps: int = 0
 
 
 @dataclass
@@ -357,7 +385,8 @@ class ControlLoop:
         if pending is not None:
             self.settings = pending
             self.guard.limits = pending.limits
-            self.schedule.reconfigure(pending.n_action_steps, pending.refill_threshold, pending.ensemble_coeff)
+            self.schedule.reconfigure(pending.n_action_steps, pending.refill_threshold, pending.ensemble_coeff,
+                                      pending.chunk_aggregation, pending.blend_steps)
         if reset:
             self._invalidate()
             self.guard.reset()
@@ -409,13 +438,15 @@ class ControlLoop:
 
 
 def loop_settings(values: Mapping[str, Any], n_joints: int, n_action_steps: int,
-                  refill_threshold: int) -> LoopSettings:
-    """LoopSettings from validated parameter values (see act_policy.runtime.parameters)."""
+                  refill_threshold: int, ensemble_coeff: float) -> LoopSettings:
+    """LoopSettings from validated parameter values and the values they resolve to (act_policy.runtime.parameters)."""
     return LoopSettings(
         enabled=bool(values["enabled"]),
         n_action_steps=n_action_steps,
         refill_threshold=refill_threshold,
-        ensemble_coeff=float(values["temporal_ensemble_coeff"]),
+        ensemble_coeff=ensemble_coeff,
+        chunk_aggregation=values["chunk_aggregation"],
+        blend_steps=int(values["blend_steps"]),
         limits=Limits.from_lists(n_joints, values["joint_lower_limits"], values["joint_upper_limits"],
                                  values["max_joint_step"]),
         max_image_age_ms=float(values["max_image_age_ms"]),

@@ -19,13 +19,16 @@ from act_policy.core.synthetic import demo_artifacts
 from act_policy.runtime.health import HealthMonitor, Report, assess
 from act_policy.runtime.observations import ObservationCache
 from act_policy.runtime.parameters import (
+    CHECKPOINT,
     ParameterError,
     PolicyContext,
     Settings,
     apply_changes,
     camera_topic_map,
+    effective_ensemble_coeff,
     effective_n_action_steps,
     effective_refill_threshold,
+    effective_schedule_mode,
     validate,
 )
 from act_policy.runtime.realtime import ActionSchedule, ControlLoop, LoopSettings, TickResult, loop_settings
@@ -61,7 +64,8 @@ def policy_context(policy: Policy) -> PolicyContext:
                              f"{spec.action.shape}")
     return PolicyContext(chunk_size=policy.chunk_size, n_action_steps=spec.config.n_action_steps,
                          rename_map=dict(spec.rename_map),
-                         camera_features=policy.camera_names, action_dim=policy.action_dim)
+                         camera_features=policy.camera_names, action_dim=policy.action_dim,
+                         temporal_ensemble_coeff=spec.config.temporal_ensemble_coeff)
 
 
 @dataclass
@@ -109,11 +113,37 @@ class Runtime:
         self.monitor.on_tick(started, self.clock(), 1.0 / self.settings["control_rate_hz"])
         if result.chunk is not None:
             self.monitor.on_chunk(result.chunk)
+        if result.command is not None:  # a chunk accepted this tick acted on this command for the first time
+            self.monitor.on_command(result.step, result.command, switch=result.skipped is not None)
         return result
+
+    def schedule_info(self) -> list[tuple[str, str]]:
+        """What schedule runs and where each value comes from (logged at configure, in /diagnostics)."""
+        s, c = self.settings, self.context
+        mode = effective_schedule_mode(s, c)
+        coeff = effective_ensemble_coeff(s, c)
+        if s["temporal_ensemble_coeff"] != CHECKPOINT:
+            coeff_source = "parameter"
+        else:
+            coeff_source = "checkpoint" if c.temporal_ensemble_coeff is not None else "ACT default"
+        if mode == "temporal_ensemble":
+            steps_source = "temporal ensembling"
+        else:
+            steps_source = "parameter" if s["n_action_steps"] else "checkpoint"
+        aggregation = self.loop.schedule.aggregation
+        if mode == "temporal_ensemble":
+            aggregation += " (temporal ensembling)"
+        elif aggregation == "blend":
+            aggregation += f" over {s['blend_steps']} steps"
+        return [("schedule mode", f"{mode} ({'checkpoint' if s['schedule_mode'] == CHECKPOINT else 'parameter'})"),
+                ("n_action_steps", f"{effective_n_action_steps(s, c)} ({steps_source})"),
+                ("temporal_ensemble_coeff", f"{coeff:g} ({coeff_source})"),
+                ("chunk_aggregation", aggregation)]
 
     def report(self) -> Report:
         return assess(self.loop, self.monitor, backend=self.backend, backend_warning=self.backend_warning,
-                      control_rate_hz=self.settings["control_rate_hz"], recorder_info=self.recording_info())
+                      control_rate_hz=self.settings["control_rate_hz"], recorder_info=self.recording_info(),
+                      schedule_info=self.schedule_info())
 
     def recording_info(self) -> str:
         directory = self.recorder.directory
@@ -129,7 +159,7 @@ class Runtime:
 
 def _loop_settings(s: Settings, context: PolicyContext) -> LoopSettings:
     return loop_settings(s, len(s["joint_names"]), effective_n_action_steps(s, context),
-                         effective_refill_threshold(s, context))
+                         effective_refill_threshold(s, context), effective_ensemble_coeff(s, context))
 
 
 def build_runtime(settings: Mapping[str, Any], policy: Policy, *,
@@ -147,8 +177,9 @@ def build_runtime(settings: Mapping[str, Any], policy: Policy, *,
     cache = ObservationCache(cameras, sizes, s["joint_names"], s["joint_state_topic"],
                              allow_resize=s["allow_resize"], clock=clock)
     units = JointUnits.from_parameters(s["joint_scale"], s["joint_offset"], n)
-    schedule = ActionSchedule(s["schedule_mode"], context.chunk_size, effective_n_action_steps(s, context),
-                              effective_refill_threshold(s, context), s["temporal_ensemble_coeff"])
+    live = _loop_settings(s, context)
+    schedule = ActionSchedule(effective_schedule_mode(s, context), context.chunk_size, live.n_action_steps,
+                              live.refill_threshold, live.ensemble_coeff, live.chunk_aggregation, live.blend_steps)
     recorder = ObservationRecorder()
     try:
         recorder.configure(s["record_dir"], s["record_every_n"], s["record_max_samples"])
@@ -160,5 +191,5 @@ def build_runtime(settings: Mapping[str, Any], policy: Policy, *,
         chunk = policy.predict_chunk(observation)
         return chunk, policy.last_times
 
-    loop = ControlLoop(cache, units, schedule, infer, _loop_settings(s, context), clock=clock, record=recorder)
+    loop = ControlLoop(cache, units, schedule, infer, live, clock=clock, record=recorder)
     return Runtime(s, context, policy, cache, loop, recorder, clock=clock)

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from act_policy.backends import reference_backend
+from act_policy.core.scheduling import AGGREGATIONS
 from act_policy.tools.options import add_backend_option_argument, parse_backend_options
 from act_policy.tools.recording_options import add_recording_arguments, bag_options, recording_flags
 
@@ -44,6 +45,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=None, help="inference threads (default: cores, max 4)")
     parser.add_argument("--latency-samples", type=int, default=30,
                         help="time at least this many inferences per backend (default 30)")
+    parser.add_argument("--chunk-aggregation", choices=AGGREGATIONS, default="latest",
+                        help="how a new chunk merges with the previous chunk's overlapping actions (default latest, "
+                             "LeRobot's); the node's chunk_aggregation")
+    parser.add_argument("--blend-steps", type=int, default=10,
+                        help="steps of the blend cross-fade (default 10); the node's blend_steps")
+    parser.add_argument("--simulate-latency", default=None, metavar="MS[,MS...]",
+                        help="also run the node's async schedule with every chunk_aggregation (and temporal "
+                             "ensembling) on a simulated clock with these inference latencies, e.g. 100,300,600: "
+                             "writes schedules.md and schedules.png")
     add_backend_option_argument(parser)
     bag = add_recording_arguments(parser, rate_help="control rate in Hz: rosbag2 sampling rate and rate-criterion "
                                                     "target (default: dataset fps; 30 for bags)")
@@ -58,9 +68,12 @@ def _command(args: argparse.Namespace) -> str:
     for flag, value in (("--max-steps", args.max_steps),
                         ("--n-action-steps", args.n_action_steps),
                         ("--temporal-ensemble-coeff", args.temporal_ensemble_coeff),
-                        ("--refill-threshold", args.refill_threshold), ("--threads", args.threads)):
+                        ("--refill-threshold", args.refill_threshold), ("--threads", args.threads),
+                        ("--simulate-latency", args.simulate_latency)):
         if value is not None:
             parts += [flag, str(value)]
+    if args.chunk_aggregation != "latest" or args.simulate_latency:
+        parts += ["--chunk-aggregation", args.chunk_aggregation, "--blend-steps", str(args.blend_steps)]
     parts += [a for option in args.backend_option for a in ("--backend-option", option)]
     if args.action_topic:
         parts += ["--action-topic", args.action_topic]
@@ -89,6 +102,35 @@ def console_table(result: ReplayResult) -> list[str]:
     return lines
 
 
+def _latencies(text: str | None) -> list[float]:
+    if not text:
+        return []
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise SystemExit(f"--simulate-latency: expected milliseconds like 100,300,600, got {text!r}")
+    if not values or any(not v >= 0 for v in values):
+        raise SystemExit(f"--simulate-latency: expected non-negative milliseconds like 100,300,600, got {text!r}")
+    return values
+
+
+def _compare_schedules(args: argparse.Namespace, artifacts, episode, joint_names, latencies):
+    """The schedule comparison on the reference backend, or None when no latency was asked for."""
+    if not latencies:
+        return None
+    from act_policy.backends import BackendOptions, create_backend
+    from act_policy.core.policy import Policy
+    from act_policy.evaluation.schedules import compare_schedules
+
+    policy = Policy(artifacts, create_backend(reference_backend(), artifacts, BackendOptions(num_threads=args.threads)))
+    try:
+        return compare_schedules(policy, episode, latencies, n_action_steps=args.n_action_steps,
+                                 refill_threshold=args.refill_threshold, coeff=args.temporal_ensemble_coeff,
+                                 blend_steps=args.blend_steps, joint_names=joint_names)
+    finally:
+        policy.close()
+
+
 def run(args: argparse.Namespace) -> int:
     from act_policy.core.policy import load_artifacts
     from act_policy.data import read_episode
@@ -97,6 +139,9 @@ def run(args: argparse.Namespace) -> int:
     from act_policy.export.demo_bundle import resolve_demo
 
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    latencies = _latencies(args.simulate_latency)
+    if args.blend_steps < 0:
+        raise SystemExit(f"--blend-steps: expected >= 0, got {args.blend_steps}")
     reference = reference_backend()
     backend_options = parse_backend_options(args.backend_option, [reference, *backends])
     artifacts = load_artifacts(resolve_demo(args.path, [reference, *backends]))
@@ -108,11 +153,23 @@ def run(args: argparse.Namespace) -> int:
     result = replay(artifacts, episode, backends, rate_hz=args.rate, n_action_steps=args.n_action_steps,
                     temporal_ensemble_coeff=args.temporal_ensemble_coeff, refill_threshold=args.refill_threshold,
                     num_threads=args.threads, latency_samples=args.latency_samples,
-                    backend_options=backend_options, progress=_progress)
+                    backend_options=backend_options, progress=_progress,
+                    chunk_aggregation=args.chunk_aggregation, blend_steps=args.blend_steps)
+    schedules = _compare_schedules(args, artifacts, episode, result.joint_names, latencies)
     report = write_report(result, args.out, _command(args))
-    (args.out / "replay.json").write_text(json.dumps(result.as_dict(), indent=2))
+    numbers = result.as_dict()
+    if schedules is not None:
+        from act_policy.evaluation.schedules import markdown_table, plot_comparison
+
+        plot = plot_comparison(schedules, args.out / "schedules.png")
+        (args.out / "schedules.md").write_text(f"# Schedules with simulated latency\n\n```\n{_command(args)}\n```\n\n"
+                                               f"{markdown_table(schedules)}\n![schedules]({plot.name})\n")
+        numbers["schedules"] = schedules.as_dict()
+    (args.out / "replay.json").write_text(json.dumps(numbers, indent=2))
 
     print()
     print("\n".join(console_table(result)))
+    if schedules is not None:
+        print(f"\nschedules with simulated latency: {args.out / 'schedules.md'}")
     print(f"\nreport: {report}")
     return 0
