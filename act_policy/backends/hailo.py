@@ -128,14 +128,16 @@ def import_hailort() -> ModuleType:
     # library was built for another CPython version than the running one.
     except Exception as exc:
         raise NpuUnavailable(
-            f"HailoRT's Python package 'hailo_platform' is not importable ({type(exc).__name__}: {exc}). On a "
-            "Raspberry Pi: `sudo apt install hailo-all`, then create the venv with the system Python it was built "
-            "for: `python3 -m venv --system-site-packages`.")
+            f"HailoRT's Python package 'hailo_platform' is not importable ({type(exc).__name__}: {exc}). Raspberry "
+            "Pi OS: `sudo apt install hailo-all`, then create the venv with the system Python it was built for: "
+            "`python3 -m venv --system-site-packages`. Ubuntu 24.04: install the hailort wheel for this Python "
+            "(cp312) of the same release as the installed hailort .deb into the venv (docs/hailo.md)")
     version = str(getattr(hailo_platform, "__version__", "unknown"))
     if (release(version) or (0, 0)) < MIN_HAILORT or not hasattr(hailo_platform.VDevice, "create_infer_model"):
         raise NpuUnavailable(f"HailoRT {version} is too old: the hailo backend needs ≥ "
-                             f"{'.'.join(map(str, MIN_HAILORT))} (InferModel API); update with "
-                             "`sudo apt update && sudo apt full-upgrade` (package hailo-all)")
+                             f"{'.'.join(map(str, MIN_HAILORT))} (InferModel API); update HailoRT, its driver and "
+                             "its Python binding together (Raspberry Pi OS: `sudo apt update && sudo apt "
+                             "full-upgrade`, package hailo-all; Ubuntu: Hailo's .deb packages and wheel)")
     return hailo_platform
 
 
@@ -153,7 +155,7 @@ class HailoDevice:
                 "`hailortcli fw-control identify`, `dmesg | grep -i hailo` (driver hailo_pci); on the AI Kit "
                 "set `dtparam=pciex1_gen=3` in /boot/firmware/config.txt")
         self.device_id = ids[0]
-        self.arch = _hailort(f"opening Hailo device {self.device_id}", self._identify, self.device_id)
+        self.arch = self._identify(self.device_id)
         params = hailort.VDevice.create_params()
         params.scheduling_algorithm = hailort.HailoSchedulingAlgorithm.ROUND_ROBIN
         params.group_id = group_id
@@ -163,8 +165,14 @@ class HailoDevice:
                                 hailort.VDevice, params)
 
     def _identify(self, device_id: str) -> str:
-        with self.hailort.Device(device_id) as device:
-            return str(device.control.identify().device_architecture)
+        # Only for messages and the sidecar's architecture check: if HailoRT cannot open the device, the
+        # VDevice below fails too, with the status that decides the fallback.
+        try:
+            with self.hailort.Device(device_id) as device:
+                return str(device.control.identify().device_architecture)
+        except Exception as exc:  # Device(...) raises bare _pyhailort.HailoRTStatusException, among others
+            log.warning("could not identify Hailo device %s: %s", device_id, explain(exc))
+            return "unknown architecture"
 
     def close(self) -> None:
         self.vdevice.release()

@@ -540,6 +540,7 @@ class InferModel:
             # src/net_flow/pipeline/infer_model.cpp lines 333-337: batch bigger than the internal queue.
             if self._batch_size > SYSTEM.queue_size:
                 _fail("HAILO_INVALID_OPERATION")
+            self._hef.session()  # the network is loaded at configure, as on a device, not at the first frame
             return ConfiguredInferModel(self)
 
 
