@@ -95,13 +95,15 @@ def test_default_level_is_2_only_with_a_full_calibration_set(hailo_bundle: Path,
     assert kit_module.DEFAULT_CALIB_SIZE == kit_module.FULL_DATASET == 1024
     monkeypatch.setattr(kit_module, "FULL_DATASET", 4)  # the rule, at a size a test can afford
     artifacts = load_bundle(hailo_bundle)
+    notes: list[str] = []
     manifest = write_kit(artifacts, tmp_path / "kit", "hailo8l", hailo_testing.calibration(artifacts, 3), calib_size=4,
-                         full=True)
+                         full=True, progress=notes.append)
     # backbone_64x80 gets 2 frames per scene (two cameras): 4 frames; backbone_48x64 only 3; act_full follows
     # the Model Zoo's DETR recipe, level 0.
     assert {m.name: (m.calib_frames, m.optimization_level) for m in manifest.models} == {
         "backbone_64x80": (4, 2), "backbone_48x64": (3, 0), "act_full": (3, 0)}
-    notes = []
+    assert any(n.startswith("backbone_48x64: 3 calibration frames (< 4): optimization level 0") for n in notes), notes
+    notes.clear()
     write_kit(artifacts, tmp_path / "kit2", "hailo8l", hailo_testing.calibration(artifacts, 1), calib_size=4,
               optimization_level=2, progress=notes.append)
     assert any("optimization level 2 with only 1 calibration frames" in n for n in notes)

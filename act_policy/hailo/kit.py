@@ -175,7 +175,12 @@ def _level(requested: int | None, model: KitModel, progress: Progress) -> int:
     if requested is None:
         if model.name == FULL_MODEL:
             return DETR_RECIPE_LEVEL
-        return 2 if model.calib_frames >= FULL_DATASET else 0
+        if model.calib_frames < FULL_DATASET:
+            progress(f"{model.name}: {model.calib_frames} calibration frames (< {FULL_DATASET}): optimization level 0, "
+                     f"plain 8-bit range calibration; give >= {FULL_DATASET} frames and compile on a GPU machine for "
+                     "level 2")
+            return 0
+        return 2
     if requested > 0 and model.calib_frames < FULL_DATASET:
         progress(f"{model.name}: optimization level {requested} with only {model.calib_frames} calibration frames; "
                  f"Hailo's level-2/4 algorithms train on {FULL_DATASET} images and the DFC lowers the level to 0 "

@@ -360,7 +360,7 @@ class Device:
         if device_id is None:
             ids = Device.scan()
             if not ids:
-                raise HailoRTException("HailoRT device not found in the system")  # pyhailort.py line 2565
+                raise HailoRTException("HailoRT device not found in the system")  # pyhailort.py line 2564
             device_id = ids[0]
         # pyhailort.py line 2568: _pyhailort.Device.create() is also outside ExceptionWrapper (raw status).
         _open_driver(device_id)
