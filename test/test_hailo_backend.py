@@ -31,6 +31,8 @@ quantized_hailo_bundle = hailo_testing.quantized_hailo_bundle
 
 
 def policy(bundle: Path, backend: str = "hailo", **extra) -> Policy:
+    if backend == "hailo":
+        extra.setdefault("timeout_ms", 600_000)  # the fake computes on a shared CPU; timeouts are tested apart
     artifacts = load_bundle(bundle)
     return Policy(artifacts, create_backend(backend, artifacts, BackendOptions(num_threads=1, extra=extra)))
 
@@ -71,14 +73,42 @@ def test_same_resolution_cameras_share_one_hef_in_one_batched_run(hailort, hailo
     npu.close()
 
 
-def test_uint8_outputs_dequantized_here_equal_hailort_float32_outputs(hailort, hailo_bundle: Path) -> None:
+def eight_bit_outputs(bundle: Path, tmp_path: Path) -> dict[str, str]:
+    """Copies of the backbone HEFs (and sidecars) with 8-bit outputs instead of the kit's 16-bit ones."""
+    hefs = {}
+    for name in ("backbone_64x80", "backbone_48x64"):
+        hef = json.loads((bundle / "hailo" / f"{name}.hef").read_text())
+        for out in hef["outputs"]:
+            q = out["quant"]
+            lo, hi = q["limvals_min"], q["limvals_max"]
+            out.update(bits=8, quant={**q, "qp_scale": (hi - lo) / 255, "qp_zp": float(np.rint(-lo * 255 / (hi - lo)))})
+        hefs[name] = str(tmp_path / f"{name}.hef")
+        Path(hefs[name]).write_text(json.dumps(hef))
+        shutil.copy(bundle / "hailo" / f"{name}.hef.json", tmp_path / f"{name}.hef.json")
+    return hefs
+
+
+def test_uint8_outputs_dequantized_here_equal_hailort_float32_outputs(hailort, hailo_bundle: Path,
+                                                                      tmp_path: Path) -> None:
     obs = next(synthetic_observations(load_bundle(hailo_bundle).spec, load_bundle(hailo_bundle).input_stats, 1))
+    hefs = eight_bit_outputs(hailo_bundle, tmp_path)
     chunks = []
     for fmt in ("float32", "uint8"):
-        npu = policy(hailo_bundle, output_format=fmt)
+        npu = policy(hailo_bundle, output_format=fmt, hef=hefs)
         chunks.append(npu.predict_chunk(obs))
         npu.close()
     np.testing.assert_allclose(chunks[0], chunks[1], rtol=1e-5, atol=1e-5)
+    # The kit compiles 16-bit outputs (precision_mode=a16_w16): a uint8 user buffer cannot hold them.
+    with pytest.raises(BackendError, match=r"UINT16 on the device.*output_format=float32"):
+        policy(hailo_bundle, output_format="uint8")
+
+
+def test_16bit_backbone_outputs_are_closer_to_fp32_than_8bit_ones(hailort, hailo_bundle: Path,
+                                                                  tmp_path: Path) -> None:
+    reference = policy(hailo_bundle, "cpu_fp32")
+    sixteen = relative_errors(reference, policy(hailo_bundle))
+    eight = relative_errors(reference, policy(hailo_bundle, hef=eight_bit_outputs(hailo_bundle, tmp_path)))
+    assert np.mean(sixteen) < np.mean(eight), (sixteen, eight)
 
 
 def test_normalized_images_turn_back_into_the_exact_camera_pixels(hailo_bundle: Path) -> None:
@@ -148,14 +178,17 @@ def test_wrong_architecture_is_explained_from_the_sidecar_or_from_hailort(hailor
         (tmp_path / f"{name}.hef").write_text(
             (hailo_bundle / "hailo" / f"{name}.hef").read_text().replace('"hailo8l"', '"hailo8"'))
     hefs = {n: str(tmp_path / f"{n}.hef") for n in ("backbone_64x80", "backbone_48x64")}
-    with pytest.raises(BackendError, match=r"another architecture.*--arch hailo8l"):
-        policy(hailo_bundle, hef=hefs)  # no sidecar: HailoRT's HEFNotCompatibleWithDevice, explained
+    with pytest.raises(BackendError, match=r"HAILO_HEF_NOT_COMPATIBLE_WITH_DEVICE \(HailoRT status 93\).*--arch"):
+        policy(hailo_bundle, hef=hefs)  # no sidecar: HailoRT's own refusal, explained
     hailort.version = "4.18.0"
-    with pytest.raises(BackendError, match=r"Invalid HEF.*another architecture"):
-        policy(hailo_bundle, hef=hefs)  # before 4.21 HailoRT calls the same mismatch an invalid HEF
+    with pytest.raises(BackendError, match=r"HAILO_INVALID_HEF \(HailoRT status 26\).*another chip"):
+        policy(hailo_bundle, hef=hefs)  # before 4.21 HailoRT calls the same mismatch (and a newer HEF) invalid
     (tmp_path / "backbone_64x80.hef.json").write_text(json.dumps({"arch": "hailo8"}))
     with pytest.raises(BackendError, match=r"compiled for hailo8 .*device is HAILO8L"):
         policy(hailo_bundle, hef=hefs)
+    fallback = policy(hailo_bundle, hef=hefs, fallback_backend="cpu_fp32")  # an NPU that cannot run it
+    assert fallback.describe()["npu"] is False and "device is HAILO8L" in fallback.describe()["fallback_reason"]
+    assert hailort.owners == {}
 
 
 def test_one_hef_path_for_a_policy_needing_several_is_refused(hailort, hailo_bundle: Path) -> None:
@@ -203,21 +236,45 @@ def test_old_or_missing_hailort_is_reported_as_unavailable(hailort, hailo_bundle
         policy(hailo_bundle)
 
 
-def test_inference_that_does_not_complete_times_out_with_a_clear_error(hailort, hailo_bundle: Path) -> None:
+def test_inference_that_does_not_complete_times_out_within_the_budget(hailort, hailo_bundle: Path) -> None:
     npu = policy(hailo_bundle, timeout_ms=50)
     hailort.stall = True
     obs = next(synthetic_observations(npu.spec, npu.artifacts.input_stats, 1))
-    with pytest.raises(BackendError, match="did not finish within 50 ms"):
+    with pytest.raises(BackendError, match=r"did not finish within 50 ms.*HAILO_MONITOR=1"):
+        npu.predict_chunk(obs)
+    # AsyncInferJob.wait(t) may take 2 t (job, then callback: infer_model_api.cpp lines 411-419 at v4.23.0),
+    # so the backend asks for at most half of its budget.
+    assert hailort.waits and max(hailort.waits) <= 25, hailort.waits
+    # The stalled frames still hold their queue slots: the next inference waits for room, then says so.
+    with pytest.raises(BackendError, match=r"did not accept .* frame\(s\) within 50 ms.*still queued"):
         npu.predict_chunk(obs)
     npu.close()
 
 
 def test_a_failed_inference_is_an_error_not_a_stale_chunk(hailort, hailo_bundle: Path) -> None:
     npu = policy(hailo_bundle)
-    hailort.fail_with = "PCIe DMA transfer failed"
+    hailort.fail_with = "HAILO_DRIVER_OPERATION_FAILED"
     obs = next(synthetic_observations(npu.spec, npu.artifacts.input_stats, 1))
-    with pytest.raises(BackendError, match=r"NPU inference failed.*PCIe DMA transfer failed"):
+    # job.wait() returns normally in HailoRT; the error comes from the callback's completion_info.
+    failed = r"NPU inference failed: HAILO_DRIVER_OPERATION_FAILED \(HailoRT status 36\)"
+    with pytest.raises(BackendError, match=failed):
         npu.predict_chunk(obs)
+    hailort.fail_with = None
+    with pytest.raises(BackendError, match="shut this model down after an earlier failure"):
+        npu.predict_chunk(obs)  # HailoRT shut the pipeline down; no half-working retries
+    npu.close()
+    assert hailort.callback_errors == []  # our callback never raised on HailoRT's thread
+
+
+def test_frames_wait_for_room_in_the_async_queue_and_go_in_queue_sized_chunks(hailort, hailo_bundle: Path) -> None:
+    obs = next(synthetic_observations(load_bundle(hailo_bundle).spec, load_bundle(hailo_bundle).input_stats, 1))
+    expected = policy(hailo_bundle).predict_chunk(obs)
+    hailort.ready_waits.clear()
+    hailort.queue_size = 1  # two cameras share backbone_64x80, but only one frame fits at a time
+    npu = policy(hailo_bundle)
+    np.testing.assert_array_equal(npu.predict_chunk(obs), expected)
+    assert [count for _, count in hailort.ready_waits] == [1, 1, 1]  # front, side (64x80), wrist (48x64)
+    assert hailort.callback_errors == []
     npu.close()
 
 
@@ -228,7 +285,7 @@ def test_device_is_shared_through_the_scheduler_and_released_on_close(hailort, h
     assert all(p.scheduling_algorithm == hp.HailoSchedulingAlgorithm.ROUND_ROBIN for p in hailort.vdevice_params)
     obs = next(synthetic_observations(first.spec, first.artifacts.input_stats, 1))
     np.testing.assert_array_equal(first.predict_chunk(obs), second.predict_chunk(obs))
-    with pytest.raises(BackendError, match="Another process probably holds it"):
+    with pytest.raises(BackendError, match=r"HAILO_OUT_OF_PHYSICAL_DEVICES \(HailoRT status 74\).*another process"):
         policy(hailo_bundle, group_id="UNIQUE")
     first.close()
     second.close()
@@ -236,6 +293,50 @@ def test_device_is_shared_through_the_scheduler_and_released_on_close(hailort, h
     assert hailort.owners == {}
     with pytest.raises(BackendError, match="closed"):
         second.predict_chunk(obs)
+
+
+@pytest.mark.parametrize(("where", "status", "advice"), [
+    ("open_failure", "HAILO_INVALID_DRIVER_VERSION", "driver and the HailoRT library are different releases"),
+    ("scan_failure", "HAILO_DRIVER_INVALID_RESPONSE", "driver and the HailoRT library are different releases"),
+    ("open_failure", "HAILO_DRIVER_NOT_INSTALLED", "driver is not loaded"),
+    ("open_failure", "HAILO_NOT_FOUND", "lspci"),
+])
+def test_device_status_exceptions_name_the_status_and_fall_back(hailort, hailo_bundle: Path, caplog, where: str,
+                                                                status: str, advice: str) -> None:
+    # Device.scan() and Device(...) raise _pyhailort.HailoRTStatusException("76"): a bare number, no HailoRTException.
+    setattr(hailort, where, status)
+    with pytest.raises(BackendError, match=rf"{status} \(HailoRT status \d+\): .*{advice}"):
+        policy(hailo_bundle)
+    with caplog.at_level(logging.WARNING, logger="act_policy.backends.hailo"):
+        fallback = policy(hailo_bundle, fallback_backend="cpu_fp32")
+    assert "HAILO NPU UNAVAILABLE" in caplog.text and status in caplog.text
+    assert fallback.describe()["npu"] is False and status in fallback.describe()["fallback_reason"]
+    assert relative_errors(policy(hailo_bundle, "cpu_fp32"), fallback, 1) == [0.0]
+
+
+def test_a_hef_from_a_newer_compiler_is_refused_with_the_versions_to_use(hailort, hailo_bundle: Path,
+                                                                          tmp_path: Path) -> None:
+    hailort.version = "4.22.0"  # the bundle's HEFs come from (fake) DFC 3.33.0, made for HailoRT 4.23
+    with pytest.raises(BackendError, match=r"Dataflow Compiler 3\.33\.0 .*HailoRT 4\.23.*HailoRT 4\.22.*DFC 3\.32"):
+        policy(hailo_bundle)  # from the sidecar, before HailoRT is asked
+    hefs = {n: without_sidecar(hailo_bundle, tmp_path, n) for n in ("backbone_64x80", "backbone_48x64")}
+    with pytest.raises(BackendError, match=r"HAILO_HEF_NOT_SUPPORTED \(HailoRT status 92\).*Dataflow Compiler newer"):
+        policy(hailo_bundle, hef=hefs)  # HailoRT's own refusal, explained the same way
+    assert policy(hailo_bundle, hef=hefs, fallback_backend="cpu_fp32").describe()["fallback_backend"] == "cpu_fp32"
+    assert hailort.owners == {}
+
+
+def test_a_hef_from_an_older_compiler_loads_with_a_warning(hailort, hailo_bundle: Path, tmp_path: Path,
+                                                           caplog) -> None:
+    hefs = {}
+    for name in ("backbone_64x80", "backbone_48x64"):
+        hefs[name] = str(tmp_path / f"{name}.hef")
+        shutil.copy(hailo_bundle / "hailo" / f"{name}.hef", hefs[name])
+        sidecar = json.loads((hailo_bundle / "hailo" / f"{name}.hef.json").read_text())
+        (tmp_path / f"{name}.hef.json").write_text(json.dumps({**sidecar, "dfc_version": "3.30.0"}))
+    with caplog.at_level(logging.WARNING, logger="act_policy.backends.hailo"):
+        policy(hailo_bundle, hef=hefs).close()
+    assert "Dataflow Compiler 3.30.0 (made for HailoRT 4.20) and run on HailoRT 4.23" in caplog.text
 
 
 def test_unknown_options_and_modes_are_rejected(hailort, hailo_bundle: Path) -> None:

@@ -48,20 +48,65 @@ def test_kit_holds_graphs_raw_pixel_calibration_and_the_matching_model_script(ha
     np.testing.assert_array_equal(calib[2], observations[1]["observation.images.front"])
     script = (kit / "models/backbone_64x80/model.alls").read_text()
     assert "normalization1 = normalization([123.675" in script and "[58.395" in script
-    assert "model_optimization_flavor(optimization_level=2" in script
+    # 16-bit output layer, as hailo_model_zoo v2.18 cfg/alls/generic/detr_resnet_v1_18_bn.alls line 15
+    assert "quantization_param({output_layer*}, precision_mode=a16_w16)" in script
+    # 4 frames < 1024: level 0, the level the DFC's level-2 fine-tuning could not use anyway
+    assert "model_optimization_flavor(optimization_level=0, compression_level=0)" in script
+    assert [m["optimization_level"] for m in manifest["models"]] == [0, 0]
     graph = onnx.load(str(kit / "models/backbone_48x64/backbone_48x64.onnx"))
     assert graph.ir_version <= 8
     assert [d.dim_value for d in graph.graph.input[0].type.tensor_type.shape.dim] == [1, 3, 48, 64]
 
 
-def test_compile_script_produces_hefs_and_architecture_sidecars(kit: Path, tmp_path: Path) -> None:
+def test_compile_script_produces_hefs_and_sidecars_with_the_compiler_release(kit: Path, tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FAKE_DFC_VERSION", "3.31.0")
     result = hailo_testing.run_compile(kit, hailo_testing.fake_dfc_path(tmp_path / "bin"), tmp_path / "out")
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
         "backbone_48x64.hef", "backbone_48x64.hef.json", "backbone_64x80.hef", "backbone_64x80.hef.json"]
     sidecar = json.loads((tmp_path / "out/backbone_64x80.hef.json").read_text())
     assert sidecar["arch"] == "hailo8l" and len(sidecar["source_onnx_sha256"]) == 64
+    assert sidecar["dfc_version"] == "3.31.0" and sidecar["dfc_hailort_version"] == "Not Installed"
+    assert [sidecar[k] for k in ("optimization_level", "optimization_level_ran", "calibration_frames")] == [0, 0, 4]
     assert "[backbone_48x64] hailo compiler" in result.stdout
+
+
+def test_the_level_that_ran_is_recorded_when_the_dfc_lowers_it_without_a_gpu(hailo_bundle: Path, tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    artifacts = load_bundle(hailo_bundle)
+    write_kit(artifacts, tmp_path / "kit", "hailo8l", hailo_testing.calibration(artifacts, 2), calib_size=2,
+              optimization_level=2)
+    dfc = hailo_testing.fake_dfc_path(tmp_path / "bin")
+    result = hailo_testing.run_compile(tmp_path / "kit", dfc, tmp_path / "cpu")
+    assert result.returncode == 0, result.stderr
+    assert "lowered optimization level 2 to 0 (because there's no available GPU)" in result.stderr
+    sidecar = json.loads((tmp_path / "cpu/backbone_48x64.hef.json").read_text())
+    assert (sidecar["optimization_level"], sidecar["optimization_level_ran"]) == (2, 0)
+    monkeypatch.setenv("FAKE_DFC_GPU", "1")
+    assert hailo_testing.run_compile(tmp_path / "kit", dfc, tmp_path / "gpu").returncode == 0
+    assert json.loads((tmp_path / "gpu/backbone_48x64.hef.json").read_text())["optimization_level_ran"] == 2
+
+
+def test_default_level_is_2_only_with_a_full_calibration_set(hailo_bundle: Path, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from act_policy.hailo import kit as kit_module
+
+    assert kit_module.DEFAULT_CALIB_SIZE == kit_module.FULL_DATASET == 1024
+    monkeypatch.setattr(kit_module, "FULL_DATASET", 4)  # the rule, at a size a test can afford
+    artifacts = load_bundle(hailo_bundle)
+    notes: list[str] = []
+    manifest = write_kit(artifacts, tmp_path / "kit", "hailo8l", hailo_testing.calibration(artifacts, 3), calib_size=4,
+                         full=True, progress=notes.append)
+    # backbone_64x80 gets 2 frames per scene (two cameras): 4 frames; backbone_48x64 only 3; act_full follows
+    # the Model Zoo's DETR recipe, level 0.
+    assert {m.name: (m.calib_frames, m.optimization_level) for m in manifest.models} == {
+        "backbone_64x80": (4, 2), "backbone_48x64": (3, 0), "act_full": (3, 0)}
+    assert any(n.startswith("backbone_48x64: 3 calibration frames (< 4): optimization level 0") for n in notes), notes
+    notes.clear()
+    write_kit(artifacts, tmp_path / "kit2", "hailo8l", hailo_testing.calibration(artifacts, 1), calib_size=4,
+              optimization_level=2, progress=notes.append)
+    assert any("optimization level 2 with only 1 calibration frames" in n for n in notes)
 
 
 def test_compile_script_without_the_dfc_says_what_to_install(kit: Path, tmp_path: Path) -> None:
@@ -91,6 +136,13 @@ def test_full_model_kit_calibrates_every_input_under_the_dfc_layer_names(hailo_b
     script = (tmp_path / "kit/models/act_full/model.alls").read_text()
     assert "norm_layer3 = normalization([123.675" in script and "input_layer3)" in script
     assert "input_layer4" not in script  # the state is calibrated normalized: no on-chip normalization
+    # hailo_model_zoo v2.18 cfg/alls/generic/detr_resnet_v1_18_bn.alls (ResNet-18 + transformer on hailo8l)
+    for line in ("pre_quantization_optimization(equalization, policy=enabled)",
+                 "post_quantization_optimization(bias_correction, policy=disabled)",
+                 "model_optimization_config(calibration, batch_size=8, calibset_size=2)",
+                 "quantization_param({output_layer*}, precision_mode=a16_w16)",
+                 "model_optimization_flavor(optimization_level=0, compression_level=0)"):
+        assert line in script.splitlines(), line
 
 
 def test_graphs_with_ir_version_10_are_lowered_for_the_dfc(tmp_path: Path) -> None:

@@ -16,8 +16,17 @@ Other options (all in ``extra``): ``hef`` (a path, or ``{backbone group, camera 
 ``qp_scale``/``qp_zp``), ``group_id`` (``"SHARED"``: VDevices with the same id share the chip
 through the ROUND_ROBIN scheduler), ``multi_process`` (through the ``hailort`` service, so
 several processes can share the device),
-``fallback_backend`` (e.g. ``cpu_int8``, used with a loud warning when HailoRT or the device
-is unavailable; broken deployments — a missing or mismatched HEF — always raise).
+``fallback_backend`` (e.g. ``cpu_int8``, used with a loud warning whenever HailoRT, the driver,
+the device, or HailoRT's loading and configuring of the HEF fails — whatever exception HailoRT
+raised; a deployment that does not belong to this policy — a missing HEF, or one compiled from
+another bundle or resolution — always raises).
+
+HailoRT's async rules, which this backend follows (hailo-ai/hailort v4.23.0, cited in
+``test/fake_hailo_platform``): ``run_async`` fails with HAILO_QUEUE_IS_FULL — and shuts the
+configured model down — when the model's async queue (``get_async_queue_size()``) is full, so every
+batch is preceded by ``wait_for_async_ready``; ``AsyncInferJob.wait`` never raises the inference's
+error (it arrives only in the callback's ``completion_info``) and may take twice its timeout (it
+waits for the job, then for the callback), so it is given half of what is left of ``timeout_ms``.
 """
 
 from __future__ import annotations
@@ -26,18 +35,28 @@ import dataclasses
 import json
 import logging
 import re
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from act_policy.backends.base import Backend, BackendOptions, ModelInputs
 from act_policy.core.artifacts import PolicyArtifacts
 from act_policy.core.errors import BackendError
-from act_policy.hailo.layout import FULL_MODEL, SIDECAR_SUFFIX, BackboneGroup, backbone_groups, default_hef
+from act_policy.hailo.hailort_status import explain
+from act_policy.hailo.layout import (
+    FULL_MODEL,
+    HAILORT_OF_DFC,
+    SIDECAR_SUFFIX,
+    BackboneGroup,
+    backbone_groups,
+    default_hef,
+    release,
+)
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +67,23 @@ HEADS = ("int8", "fp32")
 # The HEF's input range must cover camera pixels; a HEF compiled without on-chip normalization
 # (calibrated on normalized values) can represent only a few units and is rejected.
 MIN_PIXEL_RANGE = 200.0
+MONITOR_HINT = ("`hailortcli monitor` shows the device's load only while the inferring process runs with "
+                "HAILO_MONITOR=1 in its environment (with multi_process: in /etc/default/hailort_service)")
+T = TypeVar("T")
 
 
 class NpuUnavailable(BackendError):
-    """HailoRT or the device is missing, too old or busy: the one case a fallback backend may take over."""
+    """HailoRT, its driver or the device is missing, mismatched or busy, or HailoRT refused to load or
+    configure the HEF: the cases a fallback backend may take over."""
+
+
+def _hailort(what: str, call: Callable[..., T], *args: Any) -> T:
+    """``call(*args)``; any failure, whatever its type (HailoRT raises bare status numbers too), becomes
+    :class:`NpuUnavailable` naming ``what``, the status and, for known statuses, the fix."""
+    try:
+        return call(*args)
+    except Exception as exc:
+        raise NpuUnavailable(f"{what} failed: {explain(exc)}") from exc
 
 
 @dataclass(frozen=True)
@@ -96,23 +128,17 @@ def import_hailort() -> ModuleType:
     # library was built for another CPython version than the running one.
     except Exception as exc:
         raise NpuUnavailable(
-            f"HailoRT's Python package 'hailo_platform' is not importable ({type(exc).__name__}: {exc}). On a "
-            "Raspberry Pi: `sudo apt install hailo-all`, then create the venv with the system Python it was built "
-            "for: `python3 -m venv --system-site-packages`.")
+            f"HailoRT's Python package 'hailo_platform' is not importable ({type(exc).__name__}: {exc}). Raspberry "
+            "Pi OS: `sudo apt install hailo-all`, then create the venv with the system Python it was built for: "
+            "`python3 -m venv --system-site-packages`. Ubuntu 24.04: install the hailort wheel for this Python "
+            "(cp312) of the same release as the installed hailort .deb into the venv (docs/hailo.md)")
     version = str(getattr(hailo_platform, "__version__", "unknown"))
-    numbers = tuple(int(n) for n in re.findall(r"\d+", version)[:2])
-    if numbers < MIN_HAILORT or not hasattr(hailo_platform.VDevice, "create_infer_model"):
+    if (release(version) or (0, 0)) < MIN_HAILORT or not hasattr(hailo_platform.VDevice, "create_infer_model"):
         raise NpuUnavailable(f"HailoRT {version} is too old: the hailo backend needs ≥ "
-                             f"{'.'.join(map(str, MIN_HAILORT))} (InferModel API); update with "
-                             "`sudo apt update && sudo apt full-upgrade` (package hailo-all)")
+                             f"{'.'.join(map(str, MIN_HAILORT))} (InferModel API); update HailoRT, its driver and "
+                             "its Python binding together (Raspberry Pi OS: `sudo apt update && sudo apt "
+                             "full-upgrade`, package hailo-all; Ubuntu: Hailo's .deb packages and wheel)")
     return hailo_platform
-
-
-def _exception(hailort: ModuleType, name: str) -> type[Exception]:
-    """A typed HailoRT exception, or the base class on releases that lack it (e.g. 4.18)."""
-    from hailo_platform.pyhailort import pyhailort
-
-    return getattr(pyhailort, name, hailort.HailoRTException)
 
 
 class HailoDevice:
@@ -121,11 +147,8 @@ class HailoDevice:
 
     def __init__(self, hailort: ModuleType, group_id: str, multi_process: bool) -> None:
         self.hailort = hailort
-        try:
-            ids = hailort.Device.scan()
-        except hailort.HailoRTException as exc:
-            raise NpuUnavailable(f"scanning for Hailo devices failed: {exc} (is the hailo_pci driver loaded? "
-                                 "`dmesg | grep -i hailo`)")
+        self.version = release(str(getattr(hailort, "__version__", ""))) or (0, 0)
+        ids = _hailort("scanning for Hailo devices (Device.scan())", hailort.Device.scan)
         if not ids:
             raise NpuUnavailable(
                 "no Hailo device found (Device.scan() is empty): check `lspci | grep -i hailo`, "
@@ -138,20 +161,17 @@ class HailoDevice:
         params.group_id = group_id
         if multi_process:
             params.multi_process_service = True
-        try:
-            self.vdevice = hailort.VDevice(params)
-        except hailort.HailoRTException as exc:
-            raise NpuUnavailable(
-                f"cannot open Hailo device {self.device_id} ({self.arch}): {exc}. Another process probably holds "
-                "it: stop it, or give every user multi_process=True with the hailort service running "
-                "(`sudo systemctl enable --now hailort`)")
+        self.vdevice = _hailort(f"opening Hailo device {self.device_id} ({self.arch}) as a VDevice",
+                                hailort.VDevice, params)
 
     def _identify(self, device_id: str) -> str:
+        # Only for messages and the sidecar's architecture check: if HailoRT cannot open the device, the
+        # VDevice below fails too, with the status that decides the fallback.
         try:
             with self.hailort.Device(device_id) as device:
                 return str(device.control.identify().device_architecture)
-        except self.hailort.HailoRTException as exc:
-            log.warning("could not identify Hailo device %s: %s", device_id, exc)
+        except Exception as exc:  # Device(...) raises bare _pyhailort.HailoRTStatusException, among others
+            log.warning("could not identify Hailo device %s: %s", device_id, explain(exc))
             return "unknown architecture"
 
     def close(self) -> None:
@@ -160,11 +180,16 @@ class HailoDevice:
 
 @dataclass
 class _Job:
-    """One batch in flight: its bindings (they own the buffers) and errors reported by the callback."""
+    """One inference of one HEF: its bindings (they own the buffers), HailoRT's job handles (one per
+    queue-sized chunk), the errors the callbacks reported, and the deadline (``time.monotonic()``)."""
 
+    deadline: float
     bindings: list[Any] = field(default_factory=list)
+    handles: list[Any] = field(default_factory=list)
     errors: list[Exception] = field(default_factory=list)
-    handle: Any = None
+
+    def remaining_ms(self) -> int:
+        return max(1, int((self.deadline - time.monotonic()) * 1000))
 
 
 @dataclass
@@ -177,23 +202,21 @@ class _Stream:
 
 
 class HefModel:
-    """One configured HEF: user formats, shape checks, batched synchronous inference with a timeout."""
+    """One configured HEF: user formats, shape checks, batched inference within ``timeout_ms``."""
 
     def __init__(self, device: HailoDevice, path: Path, timeout_ms: int, source_sha256: str | None) -> None:
         self.path = path
         self.timeout_ms = timeout_ms
-        hailort = device.hailort
         _check_hef_file(path, device, source_sha256)
-        try:
-            self.infer_model = device.vdevice.create_infer_model(str(path))
-        except hailort.HailoRTException as exc:
-            raise BackendError(f"{path}: HailoRT cannot load this HEF: {exc}")
-        self.infer_model.set_batch_size(1)
+        self.infer_model = _hailort(f"{path}: loading the HEF", device.vdevice.create_infer_model, str(path))
+        _hailort(f"{path}: set_batch_size(1)", self.infer_model.set_batch_size, 1)
         self.inputs = {s.name: tuple(s.shape) for s in self.infer_model.inputs}
         self.outputs = {s.name: tuple(s.shape) for s in self.infer_model.outputs}
         self.streams: dict[str, _Stream] = {}
+        self.queue_size = 0
         self._configured = None
         self._device = device
+        self._broken: str | None = None  # why HailoRT shut the configured model down
 
     def quant(self, name: str) -> tuple[float, float]:
         """(qp_scale, qp_zp) of stream ``name``; a real value is ``(q - zp) · scale``."""
@@ -211,31 +234,30 @@ class HefModel:
             is_input = name in self.inputs
             float_io = name in float_inputs if is_input else float_outputs
             stream = self.infer_model.input(name) if is_input else self.infer_model.output(name)
+            if not float_io and stream.format.type != hailort.FormatType.UINT8:
+                raise BackendError(f"{self.path}: stream {name!r} is {stream.format.type.name} on the device (a 16-bit "
+                                   "layer, precision_mode=a16_w16); use backend option output_format=float32")
             stream.set_format_type(hailort.FormatType.FLOAT32 if float_io else hailort.FormatType.UINT8)
             self.streams[name] = _Stream(name, shape, float_io, *self.quant(name))
-        try:
-            self._configured = self.infer_model.configure()
-        except hailort.HailoRTException as exc:
-            # HailoRT ≥ 4.21 raises HEFNotCompatibleWithDevice; older releases report the same check as
-            # an invalid HEF — at configure(), after the file itself was read without error.
-            mismatch = (_exception(hailort, "HailoRTHEFNotCompatibleWithDevice"),
-                        _exception(hailort, "HailoRTInvalidHEFException"))
-            if isinstance(exc, mismatch) and type(exc) is not hailort.HailoRTException:
-                raise BackendError(
-                    f"{self.path}: HailoRT refused this HEF on the {self._device.arch} device ({exc}); it was "
-                    "compiled for another architecture (a Hailo-8L runs only hailo8l HEFs, a Hailo-8 hailo8 and "
-                    f"hailo8l). Recompile with `act-policy hailo-prepare ... --arch {self._device.arch.lower()}`; "
-                    f"`hailortcli parse-hef {self.path}` shows what a HEF was compiled for.")
-            raise BackendError(f"{self.path}: configuring the HEF on {self._device.arch} failed: {exc}")
+        what = f"{self.path}: configuring the HEF on the {self._device.arch} device"
+        self._configured = _hailort(what, self.infer_model.configure)
+        self.queue_size = int(_hailort(f"{self.path}: get_async_queue_size()",
+                                       self._configured.get_async_queue_size))
+        if self.queue_size < 1:
+            raise NpuUnavailable(f"{self.path}: HailoRT reports an async queue of {self.queue_size} frames")
 
     def start(self, frames: list[dict[str, np.ndarray]]) -> _Job:
-        """Queue ``frames`` (one dict of input buffers each) on the NPU as one batch, without waiting.
+        """Queue ``frames`` (one dict of input buffers each) on the NPU, without waiting for results.
 
         Starting every HEF before waiting on any lets the scheduler run cameras of different
-        resolutions back to back while the host prepares the next batch.
+        resolutions back to back. Frames go in chunks of at most the model's async queue size, each
+        after ``wait_for_async_ready`` — ``run_async`` itself does not wait and a full queue would
+        shut the model down.
         """
-        hailort = self._device.hailort
-        job = _Job()
+        if self._broken is not None:
+            raise BackendError(f"{self.path}: HailoRT shut this model down after an earlier failure ({self._broken}); "
+                               "recreate the backend (restart the node)")
+        job = _Job(deadline=time.monotonic() + self.timeout_ms / 1000.0)
         for frame in frames:
             outputs = {name: np.empty(self.streams[name].shape, np.float32 if self.streams[name].float_io
                                       else np.uint8) for name in self.outputs}
@@ -244,29 +266,38 @@ class HefModel:
                 b.input(name).set_buffer(buffer)
             job.bindings.append(b)
 
-        def done(completion_info: Any) -> None:  # HailoRT passes this keyword, from its own thread
+        def done(completion_info: Any) -> None:
+            # Runs on HailoRT's callback thread, where an exception would terminate the process: only record.
             if completion_info.exception is not None:
                 job.errors.append(completion_info.exception)
 
-        try:
-            job.handle = self._configured.run_async(job.bindings, done)
-        except hailort.HailoRTException as exc:
-            raise BackendError(f"{self.path}: NPU inference could not start: {exc}")
+        for i in range(0, len(job.bindings), self.queue_size):
+            chunk = job.bindings[i:i + self.queue_size]
+            try:
+                self._configured.wait_for_async_ready(job.remaining_ms(), len(chunk))
+            except Exception as exc:
+                raise BackendError(f"{self.path}: the NPU did not accept {len(chunk)} more frame(s) within "
+                                   f"{self.timeout_ms} ms ({explain(exc)}); earlier inferences are still queued. "
+                                   f"{MONITOR_HINT}") from exc
+            try:
+                job.handles.append(self._configured.run_async(chunk, done))
+            except Exception as exc:
+                self._broken = explain(exc)  # HailoRT shuts the configured model down when run_async fails
+                raise BackendError(f"{self.path}: NPU inference could not start: {self._broken}") from exc
         return job
 
     def finish(self, job: _Job) -> list[dict[str, np.ndarray]]:
-        """Wait up to ``timeout_ms`` for ``job``; float32 outputs per frame."""
-        hailort = self._device.hailort
-        try:
-            job.handle.wait(self.timeout_ms)
-        except hailort.HailoRTException as exc:
-            if isinstance(exc, _exception(hailort, "HailoRTTimeout")):
+        """Wait until ``job``'s deadline for its results; float32 outputs per frame."""
+        for handle in job.handles:
+            try:
+                handle.wait(max(1, job.remaining_ms() // 2))  # a wait may last twice its timeout
+            except Exception as exc:
                 raise BackendError(f"{self.path}: NPU inference did not finish within {self.timeout_ms} ms "
-                                   "(raise backend option timeout_ms, or check `hailortcli monitor` for a "
-                                   "device shared with heavier models)")
-            raise BackendError(f"{self.path}: NPU inference failed: {exc}")
+                                   f"({explain(exc)}). Raise backend option timeout_ms, or look for other models "
+                                   f"sharing the device: {MONITOR_HINT}") from exc
         if job.errors:
-            raise BackendError(f"{self.path}: NPU inference failed: {job.errors[0]}")
+            self._broken = explain(job.errors[0])  # "In case of an error, the pipeline will be shut down"
+            raise BackendError(f"{self.path}: NPU inference failed: {self._broken}")
         return [{name: self._real(name, b.output(name).get_buffer()) for name in self.outputs}
                 for b in job.bindings]
 
@@ -286,11 +317,13 @@ class HefModel:
 
 
 def _check_hef_file(path: Path, device: HailoDevice, source_sha256: str | None) -> None:
-    """The HEF exists and its kit sidecar ``<hef>.json`` agrees with the device and the bundle.
+    """The HEF exists and its kit sidecar ``<hef>.json`` agrees with the bundle, the device and HailoRT.
 
-    The sidecar names the architecture (checked before HailoRT does, so the error names the file
-    and the fix) and the sha256 of the bundle graph the HEF was compiled from: a HEF compiled from
-    another checkpoint of the same shape would otherwise run and produce wrong actions.
+    The sidecar records the sha256 of the bundle graph the HEF was compiled from (a HEF compiled
+    from another checkpoint of the same shape would otherwise run and produce wrong actions: always
+    an error), the architecture, and the Dataflow Compiler release (both checked before HailoRT
+    does, so the error names the file and the fix; they are :class:`NpuUnavailable`, like HailoRT's
+    own refusal they anticipate).
     """
     sidecar = Path(str(path) + SIDECAR_SUFFIX)
     if not path.is_file():
@@ -298,11 +331,13 @@ def _check_hef_file(path: Path, device: HailoDevice, source_sha256: str | None) 
                            "then `bash hailo_compile.sh` on an x86 machine with the DFC) and copy it there, "
                            "or pass backend option hef=PATH")
     if not sidecar.is_file():
-        log.info("%s: no %s next to the HEF; architecture is checked by HailoRT only", path, sidecar.name)
+        log.info("%s: no %s next to the HEF; architecture and compiler release are checked by HailoRT only", path,
+                 sidecar.name)
         return
     try:
         facts = json.loads(sidecar.read_text())
         arch, compiled_from = str(facts.get("arch", "")), str(facts.get("source_onnx_sha256", ""))
+        dfc = str(facts.get("dfc_version", ""))
     except (json.JSONDecodeError, AttributeError) as exc:
         raise BackendError(f"{sidecar}: not the JSON object hailo_compile.sh writes ({exc}); delete or fix it")
     if source_sha256 and compiled_from and compiled_from != source_sha256:
@@ -311,8 +346,31 @@ def _check_hef_file(path: Path, device: HailoDevice, source_sha256: str | None) 
                            "run hailo-prepare and hailo_compile.sh again for this bundle")
     allowed = {"HAILO8L": {"hailo8l"}, "HAILO8": {"hailo8", "hailo8l"}}.get(device.arch)
     if allowed is not None and arch not in allowed:
-        raise BackendError(f"{path}: compiled for {arch} ({sidecar.name}) but the device is {device.arch}; "
-                           f"recompile with `act-policy hailo-prepare ... --arch {device.arch.lower()}`")
+        raise NpuUnavailable(f"{path}: compiled for {arch} ({sidecar.name}) but the device is {device.arch}; "
+                             f"recompile with `act-policy hailo-prepare ... --arch {device.arch.lower()}`")
+    _check_compiler_release(path, sidecar, dfc, device.version)
+
+
+def _check_compiler_release(path: Path, sidecar: Path, dfc: str, hailort: tuple[int, int]) -> None:
+    """A HEF from a DFC made for a newer HailoRT than the installed one is refused with the versions to use."""
+    made_for = HAILORT_OF_DFC.get(release(dfc) or (0, 0))
+    if made_for is None:
+        log.info("%s: compiler release %r (%s) is not one act_policy knows the HailoRT release of; not checked",
+                 path, dfc or "unrecorded", sidecar.name)
+        return
+    runtime = ".".join(map(str, hailort))
+    if made_for > hailort:
+        fitting = next((".".join(map(str, d)) for d, r in HAILORT_OF_DFC.items() if r == hailort), None)
+        raise NpuUnavailable(
+            f"{path}: compiled by Dataflow Compiler {dfc} ({sidecar.name}), the release made for HailoRT "
+            f"{'.'.join(map(str, made_for))}; this machine has HailoRT {runtime}, which refuses HEFs from newer "
+            f"compilers (HAILO_HEF_NOT_SUPPORTED, HAILO_INVALID_HEF before 4.21). Recompile the kit with "
+            f"{f'DFC {fitting}' if fitting else 'the DFC release made for this HailoRT'}, or upgrade HailoRT, its "
+            "driver and its Python wheel together to the compiler's release")
+    if made_for < hailort:
+        log.warning("%s: compiled by Dataflow Compiler %s (made for HailoRT %s) and run on HailoRT %s; Hailo pairs "
+                    "each DFC with one HailoRT release — recompile with the matching DFC if loading or results "
+                    "misbehave", path, dfc, ".".join(map(str, made_for)), runtime)
 
 
 def _pixel_input(model: HefModel, name: str, expected: tuple[int, int]) -> bool:
@@ -561,6 +619,12 @@ class HailoBackend(Backend):
                 self.pipeline = HybridPipeline(artifacts, self.device, self.settings, options)
             else:
                 self.pipeline = FullPipeline(artifacts, self.device, self.settings)
+        except NpuUnavailable as exc:  # HailoRT refused the HEF (version, architecture, ...)
+            self.device.close()
+            self.device = None
+            if self.settings.fallback_backend is None:
+                raise
+            self._fall_back(exc)
         except BaseException:
             self.device.close()
             raise

@@ -43,8 +43,9 @@ TORCH_HINT = ("install a CPU-only torch: `pip install torch==2.13.0 --index-url 
               "Raspberry Pi: PyPI's aarch64 torch >= 2.11 are CUDA builds), or run a deploy bundle with backend "
               "onnx_fp32, cpu_int8 or hailo, which need no torch (docs/install.md)")
 SYSTEM_HINTS = {
-    "hailo_platform": "HailoRT's Python API is not on PyPI: `sudo apt install hailo-all` (Raspberry Pi OS) and a "
-                      "venv created with `python3 -m venv --system-site-packages` (docs/hailo.md)",
+    "hailo_platform": "HailoRT's Python API is not on PyPI: `sudo apt install hailo-all` on Raspberry Pi OS, or "
+                      "Hailo's .deb packages and the hailort wheel for this Python on Ubuntu 24.04, and a venv "
+                      "created with `python3 -m venv --system-site-packages` (docs/hailo.md)",
     "rclpy": "rclpy comes with ROS 2 Jazzy: `source /opt/ros/jazzy/setup.bash`, and a venv created with "
              "`python3 -m venv --system-site-packages` (docs/ros.md)",
 }

@@ -17,6 +17,7 @@ of a group (ACT shares one backbone between cameras).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,18 @@ from act_policy.core.artifacts import PolicyArtifacts
 HEF_DIR = "hailo"  # inside the bundle: where the backend looks for compiled HEFs by default
 FULL_MODEL = "act_full"
 SIDECAR_SUFFIX = ".json"  # <name>.hef.json, written by hailo_compile.sh next to each HEF
+
+# Which HailoRT release each Dataflow Compiler release was made for (hailo-ai/hailo_model_zoo v2.18,
+# docs/CHANGELOG.rst lines 19-22, 34-37, 48-51, 61-64, 97-100, 132-135). A HEF from a DFC newer than the
+# robot's HailoRT is refused (HAILO_HEF_NOT_SUPPORTED; HAILO_INVALID_HEF before 4.21).
+HAILORT_OF_DFC = {(3, 28): (4, 18), (3, 29): (4, 19), (3, 30): (4, 20), (3, 31): (4, 21), (3, 32): (4, 22),
+                  (3, 33): (4, 23)}
+
+
+def release(version: str) -> tuple[int, int] | None:
+    """``"3.33.1"`` → ``(3, 33)``; None for anything without two leading numbers (e.g. "Not Installed")."""
+    match = re.match(r"\s*v?(\d+)\.(\d+)", version)
+    return (int(match.group(1)), int(match.group(2))) if match else None
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import argparse
 from pathlib import Path
 
 from act_policy.core.errors import CheckpointError
-from act_policy.hailo.kit import ARCHES
+from act_policy.hailo.kit import ARCHES, DEFAULT_CALIB_SIZE, FULL_DATASET
 from act_policy.tools.recording_options import add_recording_arguments, bag_options
 
 
@@ -28,11 +28,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, type=Path, help="kit folder to create")
     parser.add_argument("--full", action="store_true",
                         help="also add the whole network (act_full) for backend mode=full; often fails to parse")
-    parser.add_argument("--calib-size", type=int, default=64, metavar="N",
-                        help="calibration frames per model (default 64, the DFC's default calibration size)")
-    parser.add_argument("--optimization-level", type=int, default=2, choices=range(5), metavar="0-4",
-                        help="model_optimization_flavor level in the model script (default 2; the DFC may lower "
-                             "it on a machine without a GPU or with few calibration frames, and says so in its log)")
+    parser.add_argument("--calib-size", type=int, default=DEFAULT_CALIB_SIZE, metavar="N",
+                        help=f"calibration frames per model (default {DEFAULT_CALIB_SIZE}: the images Hailo's "
+                             "optimization levels 2 and 4 train on)")
+    parser.add_argument("--optimization-level", type=int, default=None, choices=range(5), metavar="0-4",
+                        help=f"model_optimization_flavor level (default: 2 for a model with >= {FULL_DATASET} "
+                             "calibration frames, else 0; the full network: 0, as the Model Zoo's DETR recipe). "
+                             "Without a GPU the DFC runs level 0 whatever is asked; hailo_compile.sh records the "
+                             "level that ran")
     parser.add_argument("--force", action="store_true", help="replace an existing kit folder")
     add_recording_arguments(parser)
 

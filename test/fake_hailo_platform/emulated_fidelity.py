@@ -62,7 +62,8 @@ def main() -> None:
         policy = Policy(artifacts, create_backend(name, artifacts, BackendOptions(extra=extra)))
         chunks[name] = [policy.predict_chunk(o) for o in held_out]
         policy.close()
-    label = "8-bit I/O and inside (ORT QDQ proxy)" if args.inside else "8-bit I/O only"
+    label = ("8-bit input, 16-bit output, 8-bit inside (ORT QDQ proxy)" if args.inside
+             else "8-bit input, 16-bit output (the kit's model script), float inside")
     print(json.dumps({"backend": "hailo (hybrid, EMULATED: fake HailoRT + fake DFC)", "emulation": label,
                       "fidelity_vs_cpu_fp32": compare(chunks["cpu_fp32"], chunks["hailo"], artifacts)}, indent=2))
 

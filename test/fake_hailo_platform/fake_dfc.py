@@ -10,7 +10,18 @@ in public DFC scripts (``hailo parser onnx M --hw-arch A --net-name N --har-path
   checks the calibration set's layout (N×H×W×C for images, keys ``<net>/input_layerK`` in an
   ``.npz`` for several inputs) and derives 8-bit asymmetric quantization parameters from the
   calibration data's range at each input and output — as post-training calibration does;
-* ``compiler`` writes the JSON "HEF" that ``hailo_platform``'s fake loads.
+* ``compiler`` writes the JSON "HEF" that ``hailo_platform``'s fake loads, with the HailoRT release
+  its DFC version was made for (``act_policy.hailo.layout.HAILORT_OF_DFC``, from the Model Zoo
+  changelog), which the fake HailoRT checks like a real one checks HEF features;
+* every command first logs the header the real CLI logs ("[info] Hailo DFC Version: 3.33.0",
+  "[info] HailoRT Version: ...", as in published DFC logs, e.g. hailo-ai/hailo_model_zoo issue 136);
+  the version is ``FAKE_DFC_VERSION`` (default 3.33.0);
+* without ``FAKE_DFC_GPU=1`` (no GPU) ``optimize`` lowers a model script's optimization level > 0 to
+  0 with the DFC's own warning text ("Reducing optimization level to 0 (the accuracy won't be
+  optimized and compression won't be used) because there's no available GPU", quoted from public
+  DFC logs); the fake quantizes identically at every level — it has no fine-tuning to emulate;
+* ``quantization_param({output_layer*}, precision_mode=a16_w16)`` makes the outputs 16-bit streams
+  (as hailo_model_zoo's detr_resnet_v1_18_bn.alls asks): quantization parameters over 65535 steps.
 
 With ``FAKE_DFC_QUANTIZE_INSIDE=1`` ``optimize`` also quantizes the graph itself (ONNX Runtime
 static QDQ: per-channel int8 weights, uint8 activations, MinMax on the calibration set) and the
@@ -31,8 +42,12 @@ from pathlib import Path
 
 import numpy as np
 
+from act_policy.hailo.layout import HAILORT_OF_DFC, release
+
 ARCHES = ("hailo8", "hailo8l", "hailo8r", "hailo15h", "hailo10h")
 CALIB_SAMPLES = 16  # forward passes used to find output ranges
+FLAVOR = re.compile(r"^\s*model_optimization_flavor\(.*optimization_level\s*=\s*(\d+)")
+OUTPUT_16BIT = re.compile(r"^\s*quantization_param\(\s*\{output_layer\*\}\s*,\s*precision_mode\s*=\s*a16_w16\s*\)")
 NORMALIZATION = re.compile(r"^\s*\w+\s*=\s*normalization\(\s*\[([^\]]*)\]\s*,\s*\[([^\]]*)\]\s*(?:,\s*(\w+)\s*)?\)")
 
 
@@ -50,9 +65,9 @@ def stream_shape(onnx_shape: list[int]) -> list[int]:
     return [1, *onnx_shape[1:]]
 
 
-def qparams(lo: float, hi: float) -> dict[str, float]:
+def qparams(lo: float, hi: float, levels: int = 255) -> dict[str, float]:
     lo, hi = min(lo, 0.0), max(hi, 0.0)
-    scale = (hi - lo) / 255.0 or 1.0
+    scale = (hi - lo) / levels or 1.0
     return {"qp_scale": scale, "qp_zp": float(np.rint(-lo / scale)), "limvals_min": lo, "limvals_max": hi}
 
 
@@ -79,7 +94,14 @@ def optimize(args: argparse.Namespace) -> None:
     har = json.loads(Path(args.har).read_text())
     net, inputs = har["net"], har["inputs"]
     norms: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    output_bits = 8
     for line in Path(args.model_script).read_text().splitlines():
+        level = FLAVOR.match(line)
+        if level and int(level.group(1)) > 0 and os.environ.get("FAKE_DFC_GPU") != "1":
+            print("[warning] Reducing optimization level to 0 (the accuracy won't be optimized and compression "
+                  "won't be used) because there's no available GPU")
+        if OUTPUT_16BIT.match(line):
+            output_bits = 16
         m = NORMALIZATION.match(line)
         if m:
             layer = int(m.group(3).removeprefix("input_layer")) if m.group(3) else 1
@@ -112,9 +134,9 @@ def optimize(args: argparse.Namespace) -> None:
         har["onnx"] = quantize_inside(har["onnx"], samples, Path(args.output_har_path).with_suffix(".int8.onnx"))
     session = ort.InferenceSession(har["onnx"], providers=["CPUExecutionProvider"])
     results = [session.run(None, sample) for sample in samples]
-    quant_out = [qparams(min(float(r[j].min()) for r in results), max(float(r[j].max()) for r in results))
-                 for j in range(len(har["outputs"]))]
-    har.update(quant_in=quant_in, quant_out=quant_out,
+    quant_out = [qparams(min(float(r[j].min()) for r in results), max(float(r[j].max()) for r in results),
+                         2 ** output_bits - 1) for j in range(len(har["outputs"]))]
+    har.update(quant_in=quant_in, quant_out=quant_out, output_bits=output_bits,
                normalization={str(k): [v.tolist() for v in mv] for k, mv in norms.items()})
     Path(args.output_har_path).write_text(json.dumps(har))
 
@@ -147,19 +169,28 @@ def compiler(args: argparse.Namespace) -> None:
         fail("the HAR is not optimized; run hailo optimize first")
     net = har["net"]
     norms = har["normalization"]
+    made_for = HAILORT_OF_DFC[release(dfc_version())]
     hef = {"fake_hef_version": 1, "arch": args.hw_arch or har["arch"], "network_group": net, "onnx": har["onnx"],
+           "hailort_release": ".".join(map(str, made_for)),
            "inputs": [{"name": f"{net}/input_layer{k}", "onnx_name": name, "shape": stream_shape(shape),
                        "quant": q, "normalization": None if str(k) not in norms else
                        {"mean": norms[str(k)][0], "std": norms[str(k)][1]}}
                       for k, ((name, shape), q) in enumerate(zip(har["inputs"], har["quant_in"], strict=True), 1)],
-           "outputs": [{"name": f"{net}/conv_out{k}", "onnx_name": name, "shape": stream_shape(shape), "quant": q}
+           "outputs": [{"name": f"{net}/conv_out{k}", "onnx_name": name, "shape": stream_shape(shape), "quant": q,
+                        "bits": har["output_bits"]}
                        for k, ((name, shape), q) in enumerate(zip(har["outputs"], har["quant_out"], strict=True), 1)]}
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{net}.hef").write_text(json.dumps(hef))
 
 
+def dfc_version() -> str:
+    return os.environ.get("FAKE_DFC_VERSION", "3.33.0")
+
+
 def main(argv: list[str] | None = None) -> None:
+    print(f"[info] Hailo DFC Version: {dfc_version()}")
+    print("[info] HailoRT Version: Not Installed")
     top = argparse.ArgumentParser(prog="hailo")
     sub = top.add_subparsers(dest="command", required=True)
     p = sub.add_parser("parser").add_subparsers(dest="framework", required=True).add_parser("onnx")
