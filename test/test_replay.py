@@ -44,6 +44,10 @@ class EmulatedBackend(OffsetBackend):
 
     name = "emulated_npu"
 
+    @classmethod
+    def check_options(cls, extra):
+        """Takes any option, to show where options go."""
+
     def describe(self):
         return {**super().describe(), "emulated": True, "extra": dict(self.options.extra)}
 

@@ -231,17 +231,9 @@ def test_diagnostics_report_command_steps_at_switches_and_within_chunks_per_join
 
 def test_a_checkpoint_saved_by_lerobot_with_temporal_ensembling_runs_it_in_the_node(tmp_path):
     """Fixture case c was written by LeRobot 0.4.4 itself: temporal_ensemble_coeff 0.01, n_action_steps 1."""
-    import json
-    import shutil
+    from lerobot_layout import materialize_parity_case
 
-    import torch
-    from safetensors.torch import save_file
-    from test_parity_lerobot import FIXTURES, regenerate_weights
-
-    folder = tmp_path / "c"
-    shutil.copytree(FIXTURES / "c", folder)
-    weights = regenerate_weights(folder, json.loads((folder / "weights.json").read_text()))
-    save_file({f"model.{k}": torch.from_numpy(v) for k, v in weights.items()}, str(folder / "model.safetensors"))
+    folder, _ = materialize_parity_case("c", tmp_path / "c")
     settings = params(model_path=str(folder))
     rt = build_runtime(settings, load_node_policy(validate(settings)))
     try:

@@ -125,7 +125,7 @@ def test_node_runtime_applies_rename_map_normalization_and_n_action_steps(cases)
     rt = build_runtime(params, policy)  # the robot-side camera name is accepted through the rename_map
     try:
         assert rt.camera_topics == {"observation.images.front": "/cam/a", "observation.images.wrist": "/cam/b"}
-        assert rt.loop.schedule._queue.n_action_steps == 4  # the checkpoint's, no parameter given
+        assert rt.loop.schedule.n_action_steps == 4  # the checkpoint's, no parameter given
         obs = robot_observations(meta, episode)[0]
         for feature, source in (("observation.images.front", "observation.images.laptop"),
                                 ("observation.images.wrist", "observation.images.wrist")):
