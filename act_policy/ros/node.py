@@ -18,6 +18,8 @@ stalls under ``use_sim_time`` without ``/clock``.
 from __future__ import annotations
 
 import re
+import signal
+import threading
 import traceback
 from typing import Any
 
@@ -26,11 +28,12 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.clock import Clock, ClockType
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import MultiThreadedExecutor
 from rclpy.lifecycle import Node as LifecycleNode
 from rclpy.lifecycle import State, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data
+from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import SetBool, Trigger
@@ -321,20 +324,44 @@ class ActPolicyNode(LifecycleNode):
 
 
 def main(args: list[str] | None = None) -> None:
-    """Entry point of ``ros2 run act_policy act_policy_node``."""
-    rclpy.init(args=args)
+    """Entry point of ``ros2 run act_policy act_policy_node``; Ctrl-C (SIGINT) or SIGTERM stop it cleanly.
+
+    Shutdown order: the executor stops (no callback runs any more), then the policy is released, then
+    rclpy shuts down. The signals only set an event here instead of going to rclpy's handler, which shuts
+    the context down while the executor may still be using it (rclpy#398: a "failed to initialize wait
+    set" traceback, or a tick publishing on a dead context); and since Ctrl-C under ``ros2 launch``
+    arrives twice (the terminal signals the process group, launch forwards it), a KeyboardInterrupt
+    would abort the cleanup half-way and the process would die by signal. After the cleanup the signals
+    are ignored: interpreter teardown puts Python-handled signals back to their default action, so a
+    forwarded SIGINT arriving then would still kill the process (launch: "process has died").
+    """
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     node = ActPolicyNode()
     executor = MultiThreadedExecutor(num_threads=4)
     executor.add_node(node)
+    spinner = threading.Thread(target=executor.spin, name="executor")
+    spinner.start()
     try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+        while spinner.is_alive() and not stop.wait(0.5):  # spin() only returns on its own after an error
+            pass
     finally:
+        executor.shutdown()
+        spinner.join()
+        # rclpy 7.1 (Jazzy): Executor.shutdown() does not wait for running callbacks and MultiThreadedExecutor
+        # never shuts its worker pool down, so a control tick could still publish on a destroyed publisher
+        pool = getattr(executor, "_executor", None)
+        if pool is not None:
+            pool.shutdown(wait=True)
         node.release_runtime()
         node.destroy_node()
         rclpy.try_shutdown()
-
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, signal.SIG_IGN)
+    if not stop.is_set():
+        raise SystemExit("act_policy_node: the executor stopped unexpectedly (its error is above)")
 
 if __name__ == "__main__":
     main()
