@@ -14,13 +14,6 @@ cd "$(dirname "$0")/.."
 REPO="$(pwd)"
 TORCH_REQUIREMENT="${ACT_POLICY_TORCH:-torch==2.13.0}"  # never unpinned: an unpinned torch pulls a CUDA build
 
-# Debian's ROS 2 interface tooling for test/test_ros_package.py (rosidl parses msg/*.msg, catkin_pkg
-# validates package.xml); it lives in the system Python, which that test runs as /usr/bin/python3.
-if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-rosidl python3-empy python3-catkin-pkg >/dev/null
-fi
-
 python3 -m venv .venv
 # torch is pinned to the CPU build first so no dependency can pull a multi-GB CUDA build.
 .venv/bin/pip install --quiet --disable-pip-version-check "$TORCH_REQUIREMENT"

@@ -326,14 +326,14 @@ class ActPolicyNode(LifecycleNode):
 def main(args: list[str] | None = None) -> None:
     """Entry point of ``ros2 run act_policy act_policy_node``; Ctrl-C (SIGINT) or SIGTERM stop it cleanly.
 
-    Shutdown order: the executor stops (no callback runs any more), then the policy is released, then
-    rclpy shuts down. The signals only set an event here instead of going to rclpy's handler, which shuts
-    the context down while the executor may still be using it (rclpy#398: a "failed to initialize wait
-    set" traceback, or a tick publishing on a dead context); and since Ctrl-C under ``ros2 launch``
-    arrives twice (the terminal signals the process group, launch forwards it), a KeyboardInterrupt
-    would abort the cleanup half-way and the process would die by signal. After the cleanup the signals
-    are ignored: interpreter teardown puts Python-handled signals back to their default action, so a
-    forwarded SIGINT arriving then would still kill the process (launch: "process has died").
+    Shutdown order: the executor stops taking work, the callbacks already handed to its threads finish,
+    the executor is shut down, then the policy is released and rclpy shut down. The signals only set an
+    event here instead of going to rclpy's handler, which shuts the context down while the executor may
+    still be using it (rclpy#398: a "failed to initialize wait set" traceback, or a tick publishing on a
+    dead context); and since Ctrl-C under ``ros2 launch`` arrives twice (the terminal signals the process
+    group, launch forwards it), a KeyboardInterrupt would abort the cleanup half-way and the process
+    would die by signal. After the cleanup the signals are ignored: interpreter teardown puts
+    Python-handled signals back to their default action, so a late forwarded SIGINT would still kill it.
     """
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -342,26 +342,35 @@ def main(args: list[str] | None = None) -> None:
     node = ActPolicyNode()
     executor = MultiThreadedExecutor(num_threads=4)
     executor.add_node(node)
-    spinner = threading.Thread(target=executor.spin, name="executor")
+
+    def spin() -> None:
+        while not stop.is_set():
+            executor.spin_once(timeout_sec=0.1)
+
+    spinner = threading.Thread(target=spin, name="executor")
     spinner.start()
     try:
-        while spinner.is_alive() and not stop.wait(0.5):  # spin() only returns on its own after an error
+        while spinner.is_alive() and not stop.wait(0.5):  # the spinner only ends on its own after an error
             pass
+        signalled = stop.is_set()
     finally:
-        executor.shutdown()
+        stop.set()
         spinner.join()
-        # rclpy 7.1 (Jazzy): Executor.shutdown() does not wait for running callbacks and MultiThreadedExecutor
-        # never shuts its worker pool down, so a control tick could still publish on a destroyed publisher
+        # rclpy 7.1 (Jazzy): MultiThreadedExecutor never shuts its worker pool down, and Executor.shutdown()
+        # neither waits for running callbacks nor keeps the guard condition that queued ones still trigger;
+        # so drain the pool first, or a tick could publish on a destroyed publisher
         pool = getattr(executor, "_executor", None)
         if pool is not None:
             pool.shutdown(wait=True)
+        executor.shutdown()
         node.release_runtime()
         node.destroy_node()
         rclpy.try_shutdown()
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, signal.SIG_IGN)
-    if not stop.is_set():
+    if not signalled:
         raise SystemExit("act_policy_node: the executor stopped unexpectedly (its error is above)")
+
 
 if __name__ == "__main__":
     main()

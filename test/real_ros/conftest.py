@@ -93,11 +93,12 @@ def drivers(ros: RosClient) -> InputDrivers:
 
 @pytest.fixture
 def ros_process(ros: RosClient, tmp_path: Path) -> Iterator[Callable[..., NodeProcess]]:
-    """``ros_process(*argv)``: any ROS command (``ros2 launch ...``) in the test's domain, stopped at teardown."""
+    """``ros_process(*argv, **env)``: any ROS command (``ros2 launch ...``) in the test's domain, with extra
+    environment variables, stopped at teardown."""
     processes: list[NodeProcess] = []
 
-    def start(*argv: str) -> NodeProcess:
-        process = NodeProcess(list(argv), ros_env(ros.domain_id), tmp_path / f"process{len(processes)}.log")
+    def start(*argv: str, **env: str) -> NodeProcess:
+        process = NodeProcess(list(argv), ros_env(ros.domain_id, **env), tmp_path / f"process{len(processes)}.log")
         processes.append(process)
         return process
 

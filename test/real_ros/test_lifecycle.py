@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.qos import ReliabilityPolicy
 from std_msgs.msg import Float64MultiArray
 
-from .ros_harness import diagnostic_values
+from .ros_harness import diagnostic_values, wait_until
 
 
 def holding_because(diagnostics, text: str, after: int = 0):
@@ -60,3 +61,32 @@ def test_an_inactive_node_is_a_normal_state_not_a_warning(ros, start_node):
     assert ros.change_state("activate") and ros.change_state("deactivate")
     holding_because(diagnostics, "holding: node not active", after=len(diagnostics))
     assert not [line for line in node.lines("WARN") if "not active" in line], node.output
+
+
+def endpoints(ros, topic: str) -> list:
+    """The act_policy node's publishers and subscriptions on ``topic``, as the ROS graph shows them."""
+    infos = [*ros.node.get_publishers_info_by_topic(topic), *ros.node.get_subscriptions_info_by_topic(topic)]
+    return [i for i in infos if i.node_name == "act_policy"]
+
+
+def test_configure_creates_the_topics_with_their_types_and_qos_and_cleanup_removes_them(ros, start_node):
+    start_node(camera_topics=["front=/cam/image_raw/compressed"], command_type="joint_trajectory",
+               command_topic="/arm_controller/joint_trajectory")
+    assert ros.change_state("configure")
+    expected = {
+        "/cam/image_raw/compressed": ("sensor_msgs/msg/CompressedImage", "SUBSCRIPTION"),
+        "/joint_states": ("sensor_msgs/msg/JointState", "SUBSCRIPTION"),
+        "/arm_controller/joint_trajectory": ("trajectory_msgs/msg/JointTrajectory", "PUBLISHER"),
+        "/act_policy/action_chunk": ("std_msgs/msg/Float64MultiArray", "PUBLISHER"),
+        "/act_policy/latency": ("act_policy/msg/InferenceLatency", "PUBLISHER"),
+        "/diagnostics": ("diagnostic_msgs/msg/DiagnosticArray", "PUBLISHER"),
+    }
+    for topic, (type_name, kind) in expected.items():
+        [info] = wait_until(lambda t=topic: endpoints(ros, t), f"{topic} in the ROS graph")
+        assert (info.topic_type, info.endpoint_type.name) == (type_name, kind)
+    for topic in ("/cam/image_raw/compressed", "/joint_states"):  # sensor data: keep up rather than queue
+        assert endpoints(ros, topic)[0].qos_profile.reliability is ReliabilityPolicy.BEST_EFFORT
+
+    assert ros.change_state("cleanup")
+    wait_until(lambda: not any(endpoints(ros, topic) for topic in expected), "cleanup to remove every topic")
+    assert ros.state() == "unconfigured"
