@@ -18,6 +18,8 @@ stalls under ``use_sim_time`` without ``/clock``.
 from __future__ import annotations
 
 import re
+import signal
+import threading
 import traceback
 from typing import Any
 
@@ -26,11 +28,12 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.clock import Clock, ClockType
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import MultiThreadedExecutor
 from rclpy.lifecycle import Node as LifecycleNode
 from rclpy.lifecycle import State, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data
+from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import SetBool, Trigger
@@ -267,9 +270,10 @@ class ActPolicyNode(LifecycleNode):
             return
         if result.hold is None:
             self.get_logger().info("commanding")
-        else:
+        else:  # a hold the operator asked for (inactive, disabled) is news, not a warning
             detail = f" ({result.detail})" if result.detail else ""
-            self.get_logger().warning(f"holding: {result.hold.value}{detail}")
+            log = self.get_logger().info if result.hold.requested else self.get_logger().warning
+            log(f"holding: {result.hold.value}{detail}")
         self._last_hold = key
 
     def _on_diagnostics(self) -> None:
@@ -322,19 +326,52 @@ class ActPolicyNode(LifecycleNode):
 
 
 def main(args: list[str] | None = None) -> None:
-    """Entry point of ``ros2 run act_policy act_policy_node``."""
-    rclpy.init(args=args)
+    """Entry point of ``ros2 run act_policy act_policy_node``; Ctrl-C (SIGINT) or SIGTERM stop it cleanly.
+
+    Shutdown order: the executor stops taking work, the callbacks already handed to its threads finish,
+    the executor is shut down, then the policy is released and rclpy shut down. The signals only set an
+    event here instead of going to rclpy's handler, which shuts the context down while the executor may
+    still be using it (rclpy#398: a "failed to initialize wait set" traceback, or a tick publishing on a
+    dead context); and since Ctrl-C under ``ros2 launch`` arrives twice (the terminal signals the process
+    group, launch forwards it), a KeyboardInterrupt would abort the cleanup half-way and the process
+    would die by signal. After the cleanup the signals are ignored: interpreter teardown puts
+    Python-handled signals back to their default action, so a late forwarded SIGINT would still kill it.
+    """
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     node = ActPolicyNode()
     executor = MultiThreadedExecutor(num_threads=4)
     executor.add_node(node)
+
+    def spin() -> None:
+        while not stop.is_set():
+            executor.spin_once(timeout_sec=0.1)
+
+    spinner = threading.Thread(target=spin, name="executor")
+    spinner.start()
     try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+        while spinner.is_alive() and not stop.wait(0.5):  # the spinner only ends on its own after an error
+            pass
+        signalled = stop.is_set()
     finally:
+        stop.set()
+        spinner.join()
+        # rclpy 7.1 (Jazzy): MultiThreadedExecutor never shuts its worker pool down, and Executor.shutdown()
+        # neither waits for running callbacks nor keeps the guard condition that queued ones still trigger;
+        # so drain the pool first, or a tick could publish on a destroyed publisher
+        pool = getattr(executor, "_executor", None)
+        if pool is not None:
+            pool.shutdown(wait=True)
+        executor.shutdown()
         node.release_runtime()
         node.destroy_node()
         rclpy.try_shutdown()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, signal.SIG_IGN)
+    if not signalled:
+        raise SystemExit("act_policy_node: the executor stopped unexpectedly (its error is above)")
 
 
 if __name__ == "__main__":

@@ -1,1 +1,0 @@
-"""Fake builtin_interfaces (see test/fake_ros/README.md)."""

@@ -1,1 +1,0 @@
-"""Fake diagnostic_msgs (see test/fake_ros/README.md)."""

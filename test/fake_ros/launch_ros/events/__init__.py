@@ -1,1 +1,0 @@
-"""Fake launch_ros.events."""

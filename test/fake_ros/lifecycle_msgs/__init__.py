@@ -1,1 +1,0 @@
-"""Fake lifecycle_msgs (see test/fake_ros/README.md)."""

@@ -1,1 +1,0 @@
-"""Fake rcl_interfaces (see test/fake_ros/README.md)."""

@@ -1,1 +1,0 @@
-"""Fake sensor_msgs (see test/fake_ros/README.md)."""

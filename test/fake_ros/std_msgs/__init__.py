@@ -1,1 +1,0 @@
-"""Fake std_msgs (see test/fake_ros/README.md)."""

@@ -1,1 +1,0 @@
-"""Fake std_srvs (see test/fake_ros/README.md)."""

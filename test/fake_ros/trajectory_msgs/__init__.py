@@ -1,1 +1,0 @@
-"""Fake trajectory_msgs (see test/fake_ros/README.md)."""

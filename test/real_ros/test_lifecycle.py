@@ -1,0 +1,92 @@
+"""Lifecycle of the installed node through the real ``/act_policy/change_state`` and ``get_state`` services."""
+
+from __future__ import annotations
+
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.qos import ReliabilityPolicy
+from std_msgs.msg import Float64MultiArray
+
+from .ros_harness import diagnostic_values, wait_until
+
+
+def holding_because(diagnostics, text: str, after: int = 0):
+    return diagnostics.wait(f"/diagnostics saying {text!r}", lambda m: text in diagnostic_values(m)[1], after)
+
+
+def test_every_transition_works_and_only_an_active_node_commands(ros, start_node, drivers):
+    node = start_node()
+    commands = ros.subscribe(Float64MultiArray, "/commands")
+    diagnostics = ros.subscribe(DiagnosticArray, "/diagnostics")
+    assert ros.state() == "unconfigured"
+
+    assert ros.change_state("configure") and ros.state() == "inactive"
+    holding_because(diagnostics, "holding: node not active", after=len(diagnostics))
+    holding_because(diagnostics, "holding: node not active", after=len(diagnostics))  # two reports: ticks ran
+    assert not commands.messages
+
+    assert ros.change_state("activate") and ros.state() == "active"
+    commands.wait("a command from the active node")
+
+    assert ros.change_state("deactivate") and ros.state() == "inactive"
+    holding_because(diagnostics, "holding: node not active", after=len(diagnostics))
+    sent = len(commands)  # what was in flight before the report has arrived by now
+    holding_because(diagnostics, "holding: node not active", after=len(diagnostics))
+    assert len(commands) == sent
+
+    assert ros.change_state("cleanup") and ros.state() == "unconfigured"
+    assert ros.change_state("configure") and ros.change_state("activate")  # configures again after a cleanup
+    commands.wait("a command after cleanup and a second configure", after=sent)
+    assert ros.change_state("shutdown") and ros.state() == "finalized"
+    assert node.running()  # finalized is a state of the node, not an exit
+    assert not node.lines("ERROR"), node.output
+
+
+def test_a_configuration_that_does_not_fit_the_policy_fails_configure_with_the_parameter_named(ros, start_node):
+    node = start_node(joint_names=["only_one"])
+    assert not ros.change_state("configure")
+    assert ros.state() == "unconfigured"
+    errors = node.lines("ERROR")
+    assert errors and "joint_names: the policy has 6 action dimensions" in errors[0], node.output
+    assert ros.change_state("shutdown") and ros.state() == "finalized"
+
+
+def test_an_inactive_node_is_a_normal_state_not_a_warning(ros, start_node):
+    node = start_node()
+    diagnostics = ros.subscribe(DiagnosticArray, "/diagnostics")
+    assert ros.change_state("configure")
+    level, _, _ = diagnostic_values(holding_because(diagnostics, "holding: node not active"))
+    assert level == 0  # OK in /diagnostics ...
+    holding_because(diagnostics, "holding: node not active", after=len(diagnostics))
+    assert not [line for line in node.lines("WARN") if "not active" in line], node.output  # ... and in the log
+    assert ros.change_state("activate") and ros.change_state("deactivate")
+    holding_because(diagnostics, "holding: node not active", after=len(diagnostics))
+    assert not [line for line in node.lines("WARN") if "not active" in line], node.output
+
+
+def endpoints(ros, topic: str) -> list:
+    """The act_policy node's publishers and subscriptions on ``topic``, as the ROS graph shows them."""
+    infos = [*ros.node.get_publishers_info_by_topic(topic), *ros.node.get_subscriptions_info_by_topic(topic)]
+    return [i for i in infos if i.node_name == "act_policy"]
+
+
+def test_configure_creates_the_topics_with_their_types_and_qos_and_cleanup_removes_them(ros, start_node):
+    start_node(camera_topics=["front=/cam/image_raw/compressed"], command_type="joint_trajectory",
+               command_topic="/arm_controller/joint_trajectory")
+    assert ros.change_state("configure")
+    expected = {
+        "/cam/image_raw/compressed": ("sensor_msgs/msg/CompressedImage", "SUBSCRIPTION"),
+        "/joint_states": ("sensor_msgs/msg/JointState", "SUBSCRIPTION"),
+        "/arm_controller/joint_trajectory": ("trajectory_msgs/msg/JointTrajectory", "PUBLISHER"),
+        "/act_policy/action_chunk": ("std_msgs/msg/Float64MultiArray", "PUBLISHER"),
+        "/act_policy/latency": ("act_policy/msg/InferenceLatency", "PUBLISHER"),
+        "/diagnostics": ("diagnostic_msgs/msg/DiagnosticArray", "PUBLISHER"),
+    }
+    for topic, (type_name, kind) in expected.items():
+        [info] = wait_until(lambda t=topic: endpoints(ros, t), f"{topic} in the ROS graph")
+        assert (info.topic_type, info.endpoint_type.name) == (type_name, kind)
+    for topic in ("/cam/image_raw/compressed", "/joint_states"):  # sensor data: keep up rather than queue
+        assert endpoints(ros, topic)[0].qos_profile.reliability is ReliabilityPolicy.BEST_EFFORT
+
+    assert ros.change_state("cleanup")
+    wait_until(lambda: not any(endpoints(ros, topic) for topic in expected), "cleanup to remove every topic")
+    assert ros.state() == "unconfigured"
