@@ -297,3 +297,35 @@ def test_inference_observations_are_handed_to_the_recorder(rig):
     assert len(r.recorded) == 1
     assert set(r.recorded[0]) == {CAM, STATE_KEY}
     assert r.recorded[0][STATE_KEY].tolist() == [1.0, 1.0]  # ros 0 → policy 2 * 0 + 1
+
+
+def test_after_a_reset_every_tick_holds_the_last_safe_command_until_the_new_episode_commands(rig):
+    r = rig()
+    r.tick()
+    r.settle()
+    r.policy.gate.clear()  # the next inference stays in flight until the reset comes
+    for _ in range(20):  # until the queue reaches the refill threshold and an inference is requested
+        sent = r.tick().command
+        if r.loop.worker.busy:
+            break
+    assert r.loop.worker.busy and sent is not None
+    r.loop.request_reset()
+    held = [r.tick() for _ in range(4)]
+    assert [x.hold for x in held] == [Hold.STARVED] * 4
+    assert all(x.command is not None and x.command.tolist() == sent.tolist() for x in held)  # never silent
+    r.policy.gate.set()
+    r.settle()
+    assert r.tick().chunk is not None  # the dropped inference's chunk is discarded ...
+    r.settle()
+    resumed = r.tick()  # ... and the new episode's first chunk is used
+    assert resumed.hold is None and resumed.command.tolist() == [float(resumed.step)] * 2
+
+
+def test_activation_forgets_the_last_command_because_the_arm_may_have_moved_meanwhile(rig):
+    r = rig()
+    r.tick()
+    r.settle()
+    assert r.tick().command is not None
+    r.loop.set_active(False)
+    r.loop.set_active(True)
+    assert r.loop.tick().command is None and r.loop.guard.last_command is None

@@ -32,6 +32,14 @@ def default_num_threads() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
+def no_spinning(session_options: Any) -> None:
+    """Make ONNX Runtime's pool threads sleep when idle instead of busy-waiting (its default): spinning threads
+    take the CPU the control loop and the camera/arm drivers need. ``session_options``: an
+    ``onnxruntime.SessionOptions``; the keys are ORT's documented session config entries."""
+    session_options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    session_options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+
+
 @dataclass(frozen=True)
 class BackendOptions:
     num_threads: int | None = None  # None: default_num_threads()

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from act_policy.backends.base import Backend, BackendOptions, ModelInputs
+from act_policy.backends.base import Backend, BackendOptions, ModelInputs, no_spinning
 from act_policy.core.artifacts import PolicyArtifacts
 from act_policy.core.errors import BackendError, CheckpointError
 from act_policy.export.bundle import FP32_GRAPH, INT8_GRAPH, is_bundle, read_policy_document, verified_file
@@ -41,6 +41,7 @@ class OnnxRuntimeBackend(Backend):
         session_options = ort.SessionOptions()
         session_options.intra_op_num_threads = options.threads
         session_options.inter_op_num_threads = 1
+        no_spinning(session_options)
         session_options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         try:

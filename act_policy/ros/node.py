@@ -8,16 +8,24 @@ the topics, services and timers; *activate* starts commanding; *deactivate* stop
 and holds; *cleanup* / *shutdown* release everything. A failing transition is logged with its
 reason (rclpy itself turns an exception into ERROR without a log line).
 
-Threads: camera and joint callbacks run in a reentrant group; the control timer and the
-diagnostics timer share a mutually exclusive group (so statistics are never read while a tick
-writes them); the services have a third group; inference runs in the runtime's worker thread,
-so a control tick never waits for it. Timers use the steady clock: ROS time
-stalls under ``use_sim_time`` without ``/clock``.
+Threads (docs/ros.md, "Scheduling design"): the control tick runs on a thread of its own at absolute
+steady-clock deadlines (:class:`act_policy.runtime.ticker.Ticker`), never queued behind executor work;
+camera and joint callbacks (a reentrant group), the services and the diagnostics timer run on a
+two-thread executor; inference runs in the runtime's worker thread, ``inference_nice`` levels lower, so a
+tick never waits for it. Input ages count from when the middleware received the message (rmw's
+``received_timestamp``), so a late callback is reported as such in ``/diagnostics`` and does not make
+fresh data look stale. SIGINT/SIGTERM stop the control thread before the context goes down. The
+diagnostics timer uses the steady clock: ROS time stalls under ``use_sim_time`` without ``/clock``.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import signal
+import sys
+import threading
+import time
 import traceback
 from typing import Any
 
@@ -31,6 +39,7 @@ from rclpy.lifecycle import Node as LifecycleNode
 from rclpy.lifecycle import State, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data
+from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import SetBool, Trigger
@@ -38,6 +47,7 @@ from std_srvs.srv import SetBool, Trigger
 from act_policy.core.errors import ActPolicyError, ObservationError
 from act_policy.msg import InferenceLatency
 from act_policy.ros.conversions import COMMAND_MESSAGES, chunk_message, command_message, diagnostic_array, raw_image
+from act_policy.runtime.observations import delivery_delay_s
 from act_policy.runtime.parameters import (
     NODE_NAME,
     PARAMETERS,
@@ -53,9 +63,14 @@ from act_policy.runtime.parameters import (
 )
 from act_policy.runtime.realtime import TickResult
 from act_policy.runtime.safety import Hold
-from act_policy.runtime.session import Runtime, build_runtime, load_node_policy
+from act_policy.runtime.session import Runtime, build_runtime, load_node_policy, start_inference_worker
 
 COMMAND_QOS_DEPTH = 10
+EXECUTOR_THREADS = 2  # inputs keep flowing while a service (e.g. configure loading a policy) runs
+# the control thread waits at most this long for the GIL held by Python code of the inference thread
+# (CPython's default is 5 ms, as long as the whole jitter budget at 30 Hz)
+GIL_SWITCH_INTERVAL_S = 0.001
+SHUTDOWN_INFERENCE_WAIT_S = 0.2  # at exit an inference still running is abandoned, not waited for
 
 
 def parameter_descriptor(spec: ParamSpec) -> ParameterDescriptor:
@@ -94,13 +109,12 @@ class ActPolicyNode(LifecycleNode):
             for spec in PARAMETERS}
         self.runtime: Runtime | None = None
         self._sensor_group = ReentrantCallbackGroup()
-        self._control_group = MutuallyExclusiveCallbackGroup()
+        self._diagnostics_group = MutuallyExclusiveCallbackGroup()
         self._service_group = MutuallyExclusiveCallbackGroup()
         # what configure creates; not rclpy's own _publishers/_subscriptions/_timers, which a subclass must not reuse
         self._configured_subscriptions: list[Any] = []
         self._configured_publishers: list[Any] = []
         self._configured_timers: list[Any] = []
-        self._control_timer: Any = None
         self._command_pub: Any = None
         self._chunk_pub: Any = None
         self._latency_pub: Any = None
@@ -115,13 +129,21 @@ class ActPolicyNode(LifecycleNode):
     def on_configure(self, state: State) -> TransitionCallbackReturn:
         try:
             settings = validate(self._values)
-            policy = load_node_policy(settings)
+            worker = start_inference_worker(settings)
             try:
-                self.runtime = build_runtime(settings, policy)
+                policy = worker.call(lambda: load_node_policy(settings))  # pool threads inherit its priority
             except BaseException:
+                worker.close()
+                raise
+            try:
+                self.runtime = build_runtime(settings, policy, worker=worker)
+            except BaseException:
+                worker.close()
                 policy.close()
                 raise
             self._create_interfaces(self.runtime)
+            for refused in worker.setup_messages + self.runtime.start_control(self._on_tick_result):
+                self.get_logger().warning(refused)
         except (ActPolicyError, OSError, ValueError) as exc:
             self.get_logger().error(f"configure failed: {exc}")
             self.release_runtime()
@@ -183,13 +205,18 @@ class ActPolicyNode(LifecycleNode):
         self._latency_pub = self.create_lifecycle_publisher(InferenceLatency, "~/latency", 10)
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._configured_publishers += [self._command_pub, self._chunk_pub, self._latency_pub, self._diagnostics_pub]
-        self._control_timer = self.create_timer(1.0 / s["control_rate_hz"], self._on_tick,
-                                                callback_group=self._control_group, clock=self._steady)
-        self._configured_timers += [self._control_timer, self.create_timer(
-            s["diagnostics_period_s"], self._on_diagnostics, callback_group=self._control_group, clock=self._steady)]
+        self._configured_timers.append(self.create_timer(
+            s["diagnostics_period_s"], self._on_diagnostics, callback_group=self._diagnostics_group,
+            clock=self._steady))
 
-    def release_runtime(self) -> None:
-        """Destroy what configure created and close the policy (idempotent)."""
+    def release_runtime(self, inference_wait_s: float = 30.0) -> None:
+        """Stop the control thread, destroy what configure created and close the policy (idempotent).
+
+        The control thread stops first, so no tick publishes on a destroyed publisher or a shut-down
+        context. An inference still running after ``inference_wait_s`` is abandoned (process exit)."""
+        runtime, self.runtime = self.runtime, None
+        if runtime is not None and not runtime.close(inference_wait_s):
+            self.get_logger().info("an inference was still running: left to the process exit")
         for timer in self._configured_timers:
             self.destroy_timer(timer)
         for sub in self._configured_subscriptions:
@@ -200,36 +227,34 @@ class ActPolicyNode(LifecycleNode):
             else:
                 self.destroy_lifecycle_publisher(pub)
         self._configured_timers, self._configured_subscriptions, self._configured_publishers = [], [], []
-        self._control_timer = None
-        if self.runtime is not None:
-            self.runtime.close()
-            self.runtime = None
 
     def _image_callback(self, rt: Runtime, feature: str, topic: str):
-        def callback(msg: Image | CompressedImage) -> None:
-            rt.cache.update_image(feature, raw_image(msg))
-            rt.monitor.on_input(topic, rt.clock())
+        def callback(msg: Image | CompressedImage, info: Any) -> None:
+            delay = delivery_delay_s(info.get("received_timestamp", 0), time.time_ns())
+            rt.cache.update_image(feature, raw_image(msg), received_at=rt.clock() - delay)
+            rt.on_input(topic, delay)
         return callback
 
     def _joint_callback(self, rt: Runtime):
         topic = rt.settings["joint_state_topic"]
 
-        def callback(msg: JointState) -> None:
+        def callback(msg: JointState, info: Any) -> None:
+            delay = delivery_delay_s(info.get("received_timestamp", 0), time.time_ns())
             try:
-                rt.cache.update_joints(msg.name, msg.position)
+                rt.cache.update_joints(msg.name, msg.position, received_at=rt.clock() - delay)
             except ObservationError as exc:
                 self.get_logger().warning(str(exc), throttle_duration_sec=2.0)
                 return
-            rt.monitor.on_input(topic, rt.clock())
+            rt.on_input(topic, delay)
         return callback
 
     # ------------------------------------------------------------------ control
-    def _on_tick(self) -> None:
+    def _on_tick_result(self, result: TickResult) -> None:
+        """The control thread's publishing half: runs right after each tick, on that thread."""
         rt = self.runtime
         if rt is None:
             return
         try:
-            result = rt.tick()
             if result.command is not None:
                 self._command_pub.publish(command_message(
                     rt.settings["command_type"], rt.cache.joint_names, result.command,
@@ -291,10 +316,7 @@ class ActPolicyNode(LifecycleNode):
                 for name, value in changes.items():
                     coerce(SPECS[name], value)
             else:
-                old_rate = rt.settings["control_rate_hz"]
-                new = rt.apply(changes)
-                if new["control_rate_hz"] != old_rate and self._control_timer is not None:
-                    self._control_timer.timer_period_ns = int(1e9 / new["control_rate_hz"])
+                rt.apply(changes)  # the control thread reads the new period before its next wait
         except ParameterError as exc:
             # rclpy has already retyped the descriptors of dynamically typed parameters to the refused
             # value's type; put them back so that `ros2 param describe` shows that nothing changed
@@ -320,19 +342,38 @@ class ActPolicyNode(LifecycleNode):
 
 
 def main(args: list[str] | None = None) -> None:
-    """Entry point of ``ros2 run act_policy act_policy_node``."""
-    rclpy.init(args=args)
+    """Entry point of ``ros2 run act_policy act_policy_node``.
+
+    SIGINT/SIGTERM are handled here rather than by rclpy: rclpy's handler shuts the context down at once,
+    while the control thread may be publishing (``RCLError: publisher's context is invalid``). Here the
+    control thread is stopped first, then the node and the context; the process then ends with
+    ``os._exit`` because tearing down the interpreter with torch and ONNX Runtime loaded took 4–7 s.
+    """
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
     node = ActPolicyNode()
-    executor = MultiThreadedExecutor(num_threads=4)
+    executor = MultiThreadedExecutor(num_threads=EXECUTOR_THREADS)
     executor.add_node(node)
-    try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.release_runtime()
-        node.destroy_node()
-        rclpy.try_shutdown()
+
+    def spin() -> None:
+        try:
+            executor.spin()
+        except ExternalShutdownException:
+            pass
+        finally:
+            stop.set()
+    threading.Thread(target=spin, name="act_policy-executor", daemon=True).start()
+    stop.wait()  # the main thread only waits for a signal (Python runs handlers in the main thread)
+    node.release_runtime(SHUTDOWN_INFERENCE_WAIT_S)
+    executor.shutdown(timeout_sec=1.0)
+    node.destroy_node()
+    rclpy.try_shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":
