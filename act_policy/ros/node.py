@@ -290,9 +290,10 @@ class ActPolicyNode(LifecycleNode):
             return
         if result.hold is None:
             self.get_logger().info("commanding")
-        else:
+        else:  # a hold the operator asked for (inactive, disabled) is news, not a warning
             detail = f" ({result.detail})" if result.detail else ""
-            self.get_logger().warning(f"holding: {result.hold.value}{detail}")
+            log = self.get_logger().info if result.hold.requested else self.get_logger().warning
+            log(f"holding: {result.hold.value}{detail}")
         self._last_hold = key
 
     def _on_diagnostics(self) -> None:

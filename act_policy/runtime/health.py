@@ -125,8 +125,8 @@ def assess(loop: ControlLoop, monitor: HealthMonitor, *, backend: str, control_r
     if hold is not None:
         reason, detail = hold
         text = f"holding: {reason.value}" + (f" ({detail})" if detail else "")
-        severity = {Hold.INACTIVE: Level.OK, Hold.DISABLED: Level.OK, Hold.WAITING: Level.WARN,
-                    Hold.STARVED: Level.WARN}.get(reason, Level.ERROR)
+        severity = Level.OK if reason.requested else {Hold.WAITING: Level.WARN, Hold.STARVED: Level.WARN}.get(
+            reason, Level.ERROR)
         level, message = max(level, severity), (f"{text}; {message}" if warnings else text)
 
     values: list[tuple[str, str]] = [

@@ -27,6 +27,11 @@ class Hold(str, Enum):
     OBSERVATION_ERROR = "observation rejected"
     NON_FINITE = "policy produced NaN/Inf"
 
+    @property
+    def requested(self) -> bool:
+        """A hold the operator asked for (lifecycle inactive, ``enabled`` false): normal operation, not a fault."""
+        return self in (Hold.INACTIVE, Hold.DISABLED)
+
 
 @dataclass(frozen=True)
 class Limits:
