@@ -44,6 +44,7 @@ from pathlib import Path
 
 import numpy as np
 import rclpy
+from act_policy.msg import InferenceLatency
 from diagnostic_msgs.msg import DiagnosticArray
 from lifecycle_msgs.srv import ChangeState
 from rcl_interfaces.msg import Log
@@ -51,8 +52,6 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_srvs.srv import SetBool
-
-from act_policy.msg import InferenceLatency
 
 REPO = Path(__file__).resolve().parents[1]
 JOINTS = ["shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll", "gripper"]
@@ -139,9 +138,9 @@ def spread(values: np.ndarray) -> dict[str, float]:
 def command_timing(times: np.ndarray, period_s: float) -> dict[str, object]:
     """Rate, gaps and jitter (ms) of a sequence of command times (s)."""
     if len(times) < 3:
-        return {"commands": int(len(times))}
+        return {"commands": len(times)}
     gaps = np.diff(times)
-    return {"commands": int(len(times)), "rate_hz": round(float((len(times) - 1) / (times[-1] - times[0])), 3),
+    return {"commands": len(times), "rate_hz": round(float((len(times) - 1) / (times[-1] - times[0])), 3),
             "gap_ms": spread(gaps * 1e3), "jitter_ms": spread(np.abs(gaps - period_s) * 1e3)}
 
 
@@ -181,6 +180,8 @@ def run_one(args: argparse.Namespace, rec: Recorder, backend: str, rate: float, 
     try:
         deadline = time.monotonic() + args.startup_timeout
         while time.monotonic() < deadline and not rec.latency:  # active and inferring
+            if any("Failed to make transition" in line for line in output):
+                break
             time.sleep(0.2)
         if not rec.latency:
             raise RuntimeError(f"the node did not infer within {args.startup_timeout} s:\n" + "".join(output[-30:]))
@@ -198,15 +199,15 @@ def run_one(args: argparse.Namespace, rec: Recorder, backend: str, rate: float, 
         period = 1.0 / rate
         result["receive_side"] = command_timing(commands[:, 0], period) if len(commands) else {}
         result["node_stamps"] = command_timing(commands[:, 1], period) if len(commands) else {}
-        result["inference_total_ms"] = spread(latency) | {"count": int(len(latency))}
+        result["inference_total_ms"] = spread(latency) | {"count": len(latency)}
         result["holds_logged"] = sorted({re.sub(r"\d+(\.\d+)?", "#", h) for h in holds})
         result["hold_lines"] = len(holds)
         if diagnostics:
             last = diagnostics[-1][1]
             result["diagnostics_last"] = {k: last.get(k) for k in (
-                "control rate achieved (Hz)", "control period jitter (ms)", "control overruns", "missed control ticks",
-                "late input callbacks", "input callback delay ms p50/p95/max", "observation age at inference ms p50/max",
-                "total ms p50/p95/max")}
+                "control rate achieved (Hz)", "control period jitter (ms)", "control overruns",
+                "missed control ticks", "late input callbacks", "input callback delay ms p50/p95/max",
+                "observation age at inference ms p50/max", "total ms p50/p95/max")}
             ages = {}
             for key in ("age joint_states (ms)", "age observation.images.front (ms)"):
                 seen = [float(d[1][key]) for d in diagnostics if d[1].get(key, "").replace(".", "").isdigit()]
@@ -319,7 +320,7 @@ def main() -> None:
             "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
             "usable_cpus": len(os.sched_getaffinity(0))}, "runs": runs}
         existing = json.loads(args.json.read_text()) if args.json.exists() else []
-        args.json.write_text(json.dumps(existing + [record], indent=1) + "\n")
+        args.json.write_text(json.dumps([*existing, record], indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -291,9 +291,13 @@ class ActPolicyNode(LifecycleNode):
         if result.hold is None:
             self.get_logger().info("commanding")
         else:  # a hold the operator asked for (inactive, disabled) is news, not a warning
-            detail = f" ({result.detail})" if result.detail else ""
-            log = self.get_logger().info if result.hold.requested else self.get_logger().warning
-            log(f"holding: {result.hold.value}{detail}")
+            text = f"holding: {result.hold.value}" + (f" ({result.detail})" if result.detail else "")
+            # two call sites: rclpy refuses one call site logging at two severities ("Logger severity
+            # cannot be changed between calls"), which raised in the tick
+            if result.hold.requested:
+                self.get_logger().info(text)
+            else:
+                self.get_logger().warning(text)
         self._last_hold = key
 
     def _on_diagnostics(self) -> None:
