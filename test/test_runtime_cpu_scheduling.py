@@ -143,3 +143,14 @@ def test_ticker_reports_what_its_setup_refused():
         assert ticker.start() == ["no real-time priority"]
     finally:
         assert ticker.stop()
+
+
+def test_onnx_runtime_pool_threads_are_told_not_to_spin():
+    import onnxruntime as ort
+
+    from act_policy.backends.base import no_spinning
+
+    options = ort.SessionOptions()
+    no_spinning(options)
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert options.get_session_config_entry("session.inter_op.allow_spinning") == "0"
