@@ -278,8 +278,36 @@ def stop_launch(launch: subprocess.Popen, output: list[str]) -> dict[str, object
             "error_lines": [ln for ln in tail.splitlines() if "ERROR" in ln or "Traceback" in ln or "RCLError" in ln]}
 
 
+def markdown_table(records: list[dict]) -> str:
+    """One row per run of a results file written by --json."""
+    rows = ["| backend | Hz | stress | nice | FIFO | rate Hz (node) | jitter p50/p99/max ms (node) | "
+            "jitter p99/max ms (recv) | max gap ms | missed ticks | late callbacks | holds logged | "
+            "inference p50 ms (n) | resume enable/activate s | exit s | load 1 min |",
+            "|" + "---|" * 16]
+    for record in records:
+        for r in record["runs"]:
+            node, recv = r.get("node_stamps", {}), r.get("receive_side", {})
+            diag, resume = r.get("diagnostics_last", {}), r.get("resume", {})
+            jn, jr, inf = node.get("jitter_ms", {}), recv.get("jitter_ms", {}), r.get("inference_total_ms", {})
+            holds = "; ".join(h.replace("holding: ", "") for h in r.get("holds_logged", [])) or "none"
+            rows.append(" | ".join([
+                "", r["backend"], f"{r['rate_hz']:g}", r["stress"], str(r["inference_nice"]),
+                str(r["control_realtime_priority"] or "no"), str(node.get("rate_hz")),
+                f"{jn.get('p50')}/{jn.get('p99')}/{jn.get('max')}", f"{jr.get('p99')}/{jr.get('max')}",
+                str(node.get("gap_ms", {}).get("max")), str(diag.get("missed control ticks")),
+                str(diag.get("late input callbacks")), f"{r.get('hold_lines', 0)}: {holds}",
+                f"{inf.get('p50')} ({inf.get('count')})",
+                f"{resume.get('enable_to_commanding_s')}/{resume.get('activate_to_commanding_s')}",
+                str(r["shutdown"]["exit_s"]), r["uptime_before"].split("load average: ")[1].split(",")[0], ""]).strip())
+    return "\n".join(rows)
+
+
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    if sys.argv[1:2] == ["--table"]:  # print the Markdown table of a results file and exit
+        print(markdown_table(json.loads(Path(sys.argv[2]).read_text())))
+        return
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                epilog="--table RESULTS.json alone prints a results file as a Markdown table")
     p.add_argument("--bundle", required=True, help="deploy bundle (act_int8.onnx for cpu_int8)")
     p.add_argument("--backend", action="append", help="repeatable; default cpu_int8")
     p.add_argument("--rate", action="append", type=float, help="control rate in Hz, repeatable; default 30")

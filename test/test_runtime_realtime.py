@@ -46,11 +46,22 @@ class GatedPolicy:
         self.calls = 0
         self.error: Exception | None = None
         self.nan = False
+        self.cancelled = 0
+        self._stop = False
+
+    def cancel(self) -> None:
+        """Like ONNX Runtime's RunOptions.terminate: the running call fails soon."""
+        self.cancelled += 1
+        self._stop = True
+        self.gate.set()
 
     def __call__(self, obs):
         self.calls += 1
         assert obs[CAM].shape == (4, 5, 3)
         assert self.gate.wait(30), "test never opened the gate"
+        if self._stop:
+            self._stop = False
+            raise RuntimeError("Exiting due to terminate flag being set to true")
         if self.error is not None:
             raise self.error
         state = obs[STATE_KEY].astype(np.float64)
@@ -76,7 +87,7 @@ class Rig:
         schedule = ActionSchedule(mode, CHUNK, s.n_action_steps, s.refill_threshold, s.ensemble_coeff)
         self.recorded: list = []
         self.loop = ControlLoop(self.cache, JointUnits([SCALE] * 2, [OFFSET] * 2), schedule, self.policy, s,
-                                clock=self.clock, record=self.recorded.append)
+                                clock=self.clock, record=self.recorded.append, cancel=self.policy.cancel)
         self.loop.set_active(True)
         self.image = RawImage("rgb8", bytes(4 * 5 * 3), 4, 5, 15)
 
@@ -329,3 +340,21 @@ def test_activation_forgets_the_last_command_because_the_arm_may_have_moved_mean
     r.loop.set_active(False)
     r.loop.set_active(True)
     assert r.loop.tick().command is None and r.loop.guard.last_command is None
+
+
+def test_a_reset_cancels_the_inference_in_flight_so_the_next_request_need_not_wait_behind_it(rig):
+    r = rig()
+    r.policy.gate.clear()
+    r.tick()  # an inference starts and would block until the gate opens
+    r.loop.request_reset()
+    r.tick()
+    assert r.policy.cancelled == 1  # stopped, not waited for
+    r.settle()
+    restarted = r.tick()  # the cancelled run's failure is discarded; the new episode's request goes out now
+    assert restarted.hold is Hold.STARVED and r.loop.backend_error is None
+    assert r.loop.counters.backend_failures == 0
+    r.settle()
+    assert r.policy.calls == 2 and r.tick().hold is None
+    r.loop.update_settings(settings(enabled=False))
+    r.tick()
+    assert r.policy.cancelled == 1  # nothing was in flight: nothing to cancel

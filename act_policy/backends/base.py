@@ -68,6 +68,10 @@ class Backend(ABC):
         """Facts for logs, diagnostics and benchmark reports."""
         return {"backend": self.name, "threads": self.options.threads, "device": self.options.device}
 
+    def cancel(self) -> None:  # noqa: B027 - optional hook; torch offers no way to stop a forward pass
+        """Ask a running :meth:`infer` (on another thread) to stop early; it then raises. Backends that cannot
+        stop leave it running, and its result is discarded when it arrives. Thread-safe."""
+
     def close(self) -> None:  # noqa: B027 - optional hook; most backends hold nothing to release
         """Release devices and threads; the backend is unusable afterwards."""
 

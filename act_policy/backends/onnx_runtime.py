@@ -38,6 +38,7 @@ class OnnxRuntimeBackend(Backend):
         self.document = read_policy_document(source)
         path = verified_file(source, self.graph, self.document)
         self.input_names: list[str] = self.document["graphs"]["inputs"]
+        self._run_options: ort.RunOptions | None = None
         session_options = ort.SessionOptions()
         session_options.intra_op_num_threads = options.threads
         session_options.inter_op_num_threads = 1
@@ -55,7 +56,13 @@ class OnnxRuntimeBackend(Backend):
 
     def infer(self, inputs: ModelInputs) -> np.ndarray:
         feed = dict(zip(self.input_names, flat_inputs(inputs), strict=True))
-        return self.session.run(None, feed)[0][0]
+        self._run_options = ort.RunOptions()  # a fresh one per run: cancel() must only ever stop this one
+        return self.session.run(None, feed, self._run_options)[0][0]
+
+    def cancel(self) -> None:
+        """ONNX Runtime checks ``RunOptions.terminate`` between kernels and then fails the run."""
+        if self._run_options is not None:
+            self._run_options.terminate = True
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "graph": self.graph, "onnxruntime": ort.__version__}

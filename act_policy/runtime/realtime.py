@@ -298,8 +298,8 @@ class ControlLoop:
 
     def __init__(self, cache: ObservationCache, units: JointUnits, schedule: ActionSchedule, infer: InferFn,
                  settings: LoopSettings, *, clock: Callable[[], float] = time.monotonic,
-                 record: Callable[[Observation], None] | None = None, worker: InferenceWorker | None = None
-                 ) -> None:
+                 record: Callable[[Observation], None] | None = None, worker: InferenceWorker | None = None,
+                 cancel: Callable[[], None] | None = None) -> None:
         self.cache = cache
         self.units = units
         self.schedule = schedule
@@ -310,6 +310,7 @@ class ControlLoop:
         self.observation_error: str | None = None
         self.last_hold: tuple[Hold, str] | None = None
         self._infer = infer
+        self._cancel = cancel  # stops the inference in flight when its result has become useless
         self._record = record
         self._clock = clock
         self._lock = threading.Lock()
@@ -319,6 +320,7 @@ class ControlLoop:
         self._active = False
         self._step = 0
         self._epoch = 0  # bumped whenever queued/in-flight actions become invalid
+        self._in_flight_epoch = -1  # epoch of the last inference requested
         self._seq = 0
         self._retry_at = -math.inf
         self._backoff = self.BACKOFF_S[0]
@@ -419,7 +421,12 @@ class ControlLoop:
         return active
 
     def _invalidate(self) -> None:
-        """Drop queued actions and ignore the chunk in flight (it was computed for a situation that ended)."""
+        """Drop queued actions and ignore the chunk in flight (it was computed for a situation that ended).
+
+        The inference in flight is also cancelled where the backend can stop one, so that the next request
+        does not wait behind it (resuming then takes one inference time, not up to two)."""
+        if self._cancel is not None and self.worker.busy and self._in_flight_epoch == self._epoch:
+            self._cancel()
         self._epoch += 1
         self.schedule.reset()
 
@@ -446,6 +453,7 @@ class ControlLoop:
     def _request(self, step: int) -> None:
         capture = self.cache.capture()
         self._seq += 1
+        self._in_flight_epoch = self._epoch
         self.worker.submit(InferenceJob(capture, step, self._epoch, self._seq, self._clock()), self._work)
 
     def _work(self, job: InferenceJob) -> ChunkResult:

@@ -222,5 +222,5 @@ def build_runtime(settings: Mapping[str, Any], policy: Policy, *, clock: Callabl
         return chunk, policy.last_times
 
     loop = ControlLoop(cache, units, schedule, infer, _loop_settings(s, context), clock=clock, record=recorder,
-                       worker=worker)
+                       worker=worker, cancel=policy.backend.cancel)
     return Runtime(s, context, policy, cache, loop, recorder, clock=clock)
