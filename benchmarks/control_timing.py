@@ -286,6 +286,10 @@ def markdown_table(records: list[dict]) -> str:
             "|" + "---|" * 16]
     for record in records:
         for r in record["runs"]:
+            if "failed" in r:
+                rows.append(f"| {r['backend']} | {r['rate_hz']:g} | {r['stress']} | {r['inference_nice']} | "
+                            f"{r.get('control_realtime_priority') or 'no'} | failed: {r['failed'].splitlines()[0]} |")
+                continue
             node, recv = r.get("node_stamps", {}), r.get("receive_side", {})
             diag, resume = r.get("diagnostics_last", {}), r.get("resume", {})
             jn, jr, inf = node.get("jitter_ms", {}), recv.get("jitter_ms", {}), r.get("inference_total_ms", {})
@@ -330,25 +334,28 @@ def main() -> None:
     executor = SingleThreadedExecutor()
     executor.add_node(rec)
     threading.Thread(target=executor.spin, daemon=True).start()
-    runs = []
+    record = {"command": " ".join(shlex.quote(a) for a in sys.argv), "machine": {
+        "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+        "usable_cpus": len(os.sched_getaffinity(0))}, "runs": []}
+    existing = json.loads(args.json.read_text()) if args.json and args.json.exists() else []
     try:
         for backend in args.backend or ["cpu_int8"]:
             for rate in args.rate or [30.0]:
                 for stress in args.stress or ["none"]:
                     for nice in nices:
                         print(f"--- {backend} {rate:g} Hz stress={stress} inference_nice={nice}", flush=True)
-                        runs.append(run_one(args, rec, backend, rate, stress, nice))
-                        print(json.dumps(runs[-1], indent=1), flush=True)
+                        try:
+                            record["runs"].append(run_one(args, rec, backend, rate, stress, nice))
+                        except RuntimeError as exc:  # recorded, and the next run still happens
+                            record["runs"].append({"backend": backend, "rate_hz": rate, "stress": stress,
+                                                   "inference_nice": nice, "failed": str(exc)})
+                        print(json.dumps(record["runs"][-1], indent=1), flush=True)
+                        if args.json:  # after every run: a later failure loses nothing
+                            args.json.write_text(json.dumps([*existing, record], indent=1) + "\n")
     finally:
         executor.shutdown()
         rec.destroy_node()
         rclpy.try_shutdown()
-    if args.json:
-        record = {"command": " ".join(shlex.quote(a) for a in sys.argv), "machine": {
-            "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "usable_cpus": len(os.sched_getaffinity(0))}, "runs": runs}
-        existing = json.loads(args.json.read_text()) if args.json.exists() else []
-        args.json.write_text(json.dumps([*existing, record], indent=1) + "\n")
 
 
 if __name__ == "__main__":
