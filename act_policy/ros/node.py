@@ -34,7 +34,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.clock import Clock, ClockType
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import MultiThreadedExecutor
 from rclpy.lifecycle import Node as LifecycleNode
 from rclpy.lifecycle import State, TransitionCallbackReturn
 from rclpy.parameter import Parameter
@@ -347,38 +347,44 @@ class ActPolicyNode(LifecycleNode):
 
 
 def main(args: list[str] | None = None) -> None:
-    """Entry point of ``ros2 run act_policy act_policy_node``.
+    """Entry point of ``ros2 run act_policy act_policy_node``; Ctrl-C (SIGINT) or SIGTERM stop it cleanly.
 
-    SIGINT/SIGTERM are handled here rather than by rclpy: rclpy's handler shuts the context down at once,
-    while the control thread may be publishing (``RCLError: publisher's context is invalid``). Here the
-    control thread is stopped first, then the node and the context; the process then ends with
-    ``os._exit`` because tearing down the interpreter with torch and ONNX Runtime loaded took 4–7 s.
+    The signals only set an event here instead of going to rclpy's handler, which shuts the context down
+    while the executor or the control thread may still be using it (rclpy#398: a "failed to initialize
+    wait set" traceback, or ``RCLError: publisher's context is invalid`` from a tick); Ctrl-C under
+    ``ros2 launch`` also arrives twice (the terminal signals the process group, launch forwards it), and
+    a KeyboardInterrupt would abort the cleanup half-way. Shutdown order: the executor stops (no callback
+    runs any more), the control thread stops, the policy and the node are released, rclpy shuts down.
+    The process then ends with ``os._exit``: tearing down the interpreter with torch and ONNX Runtime
+    loaded took 4–7 s, and it would also put the signals back to their default action.
     """
-    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     node = ActPolicyNode()
     executor = MultiThreadedExecutor(num_threads=EXECUTOR_THREADS)
     executor.add_node(node)
-
-    def spin() -> None:
-        try:
-            executor.spin()
-        except ExternalShutdownException:
-            pass
-        finally:
-            stop.set()
-    threading.Thread(target=spin, name="act_policy-executor", daemon=True).start()
-    stop.wait()  # the main thread only waits for a signal (Python runs handlers in the main thread)
-    node.release_runtime(SHUTDOWN_INFERENCE_WAIT_S)
-    executor.shutdown(timeout_sec=1.0)
+    spinner = threading.Thread(target=executor.spin, name="act_policy-executor", daemon=True)
+    spinner.start()
+    while spinner.is_alive() and not stop.wait(0.5):  # spin() only returns on its own after an error
+        pass
+    executor.shutdown()
+    spinner.join()
+    # rclpy 7.1 (Jazzy): Executor.shutdown() does not wait for running callbacks and MultiThreadedExecutor
+    # never shuts its worker pool down, so a callback could still use what is released below
+    pool = getattr(executor, "_executor", None)
+    if pool is not None:
+        pool.shutdown(wait=True)
+    node.release_runtime(SHUTDOWN_INFERENCE_WAIT_S)  # stops the control thread before anything is destroyed
     node.destroy_node()
     rclpy.try_shutdown()
+    if not stop.is_set():
+        print("act_policy_node: the executor stopped unexpectedly (its error is above)", file=sys.stderr)
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(0)
+    os._exit(0 if stop.is_set() else 1)
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import Image, JointState
 
-HANG_GUARD_S = 120.0  # a generous bound on any single wait; only reached when something is broken
+HANG_GUARD_S = 300.0  # a generous bound on any single wait; only reached when something is broken
 NODE = "/act_policy"
 # every log line as "[SEVERITY] [logger]: message", so tests can assert on severities
 LOG_FORMAT = "[{severity}] [{name}]: {message}"

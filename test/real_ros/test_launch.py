@@ -1,0 +1,76 @@
+"""What a user runs: ``ros2 launch act_policy pi5_*.launch.py``, ``ros2 param set`` and Ctrl-C, for real.
+
+The launch files configure and activate the lifecycle node themselves (autostart); the tests only
+provide camera and joint inputs, watch the topics, use the ``ros2`` CLI and press Ctrl-C (SIGINT to
+the launch's process group, as a terminal does).
+"""
+
+from __future__ import annotations
+
+import math
+import subprocess
+from pathlib import Path
+
+from ament_index_python.packages import get_package_share_directory
+from bundle_helpers import make_bundle
+from diagnostic_msgs.msg import DiagnosticArray
+from std_msgs.msg import Float64MultiArray
+
+from .conftest import BASE_PARAMS
+from .ros_harness import HANG_GUARD_S, diagnostic_values, ros_env, write_params
+
+SHARE = Path(get_package_share_directory("act_policy"))
+
+
+def ros2_cli(ros, *args: str) -> subprocess.CompletedProcess:
+    """``ros2 ARGS`` in the test's domain, without the ros2 daemon (which would outlive the test)."""
+    return subprocess.run(["ros2", *args], env=ros_env(ros.domain_id), capture_output=True, text=True,
+                          timeout=HANG_GUARD_S)
+
+
+def assert_clean_ctrl_c(launch) -> None:
+    """Ctrl-C: ros2 launch and the node exit by themselves, with no error, traceback or escalation."""
+    code = launch.interrupt()
+    output = launch.output
+    assert code == 0, output
+    for sign in ("Traceback", "[ERROR]", "SIGTERM", "SIGKILL", "exception"):
+        assert sign not in output, f"{sign!r} after Ctrl-C:\n{output}"
+    assert "process has finished cleanly" in output, output
+
+
+def test_pi5_cpu_launch_with_the_demo_params_commands_is_tuned_live_and_stops_cleanly(ros, ros_process, drivers):
+    commands = ros.subscribe(Float64MultiArray, "/act_policy_demo/commands")
+    launch = ros_process("ros2", "launch", "act_policy", "pi5_cpu.launch.py",
+                         f"params_file:={SHARE / 'config' / 'demo.yaml'}")
+    ros.wait_for_state("active")
+    commands.wait("a command from the demo policy")
+
+    applied = ros2_cli(ros, "param", "set", "--no-daemon", "/act_policy", "control_rate_hz", "15")
+    assert applied.returncode == 0 and "Set parameter successful" in applied.stdout, applied
+    assert ros2_cli(ros, "param", "get", "--no-daemon", "/act_policy", "control_rate_hz").stdout.strip() == \
+        "Double value is: 15.0"
+    refused = ros2_cli(ros, "param", "set", "--no-daemon", "/act_policy", "n_action_steps", "500")
+    assert "Setting parameter failed: n_action_steps: expected at most chunk_size=100" in refused.stderr, refused
+    assert ros2_cli(ros, "param", "get", "--no-daemon", "/act_policy", "n_action_steps").stdout.strip() == \
+        "Integer value is: 0"  # unchanged: the checkpoint's value
+
+    assert all(math.isfinite(v) for msg in commands.messages for v in msg.data)
+    assert_clean_ctrl_c(launch)
+
+
+def test_pi5_hailo_launch_without_hailort_falls_back_to_cpu_int8_and_stops_cleanly(ros, ros_process, drivers,
+                                                                                    tmp_path):
+    bundle = make_bundle(tmp_path / "bundle", quantized=True)  # what the fallback backend, cpu_int8, needs
+    robot = write_params(tmp_path / "robot.yaml", {k: v for k, v in BASE_PARAMS.items()
+                                                    if k not in ("backend", "num_threads")})
+    commands = ros.subscribe(Float64MultiArray, "/commands")
+    diagnostics = ros.subscribe(DiagnosticArray, "/diagnostics")
+    launch = ros_process("ros2", "launch", "act_policy", "pi5_hailo.launch.py", f"model_path:={bundle}",
+                         f"params_file:={robot}")
+    ros.wait_for_state("active")
+    commands.wait("a command from the fallback backend")
+    level, message, values = diagnostic_values(diagnostics.wait("a report"))
+    assert values["backend"] == "hailo (fallback cpu_int8)"
+    assert level >= 1 and "running on fallback cpu_int8" in message and "hailo_platform" in message
+    assert "backend hailo (fallback cpu_int8): running on fallback cpu_int8" in launch.output
+    assert_clean_ctrl_c(launch)
