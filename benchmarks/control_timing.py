@@ -275,6 +275,7 @@ def stop_launch(launch: subprocess.Popen, output: list[str]) -> dict[str, object
     tail = text[text.rfind("SIGINT"):] if "SIGINT" in text else text[-2000:]
     return {"exit_s": round(elapsed, 3), "returncode": launch.returncode,
             "escalated": "SIGTERM" in tail or "SIGKILL" in tail,
+            "finished_cleanly": "process has finished cleanly" in tail,
             "error_lines": [ln for ln in tail.splitlines() if "ERROR" in ln or "Traceback" in ln or "RCLError" in ln]}
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
 import signal
 import subprocess
@@ -28,6 +27,9 @@ import rclpy
 from rclpy.node import Node
 from std_msgs.msg import Float64MultiArray
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from control_timing import stop_launch  # a sibling script, not a package
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -35,26 +37,12 @@ def cycle(args: argparse.Namespace, node: Node, arrivals: list[float]) -> dict[s
     output: list[str] = []
     launch = subprocess.Popen(["ros2", "launch", "act_policy", args.launch_file, f"params_file:={args.params_file}"],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    reader = threading.Thread(target=lambda: output.extend(launch.stdout), daemon=True)
-    reader.start()
+    threading.Thread(target=lambda: output.extend(launch.stdout), daemon=True).start()
     start, seen = time.monotonic(), len(arrivals)
     while len(arrivals) < seen + args.commands and time.monotonic() - start < args.startup_timeout:
         rclpy.spin_once(node, timeout_sec=0.05)
     commanding = len(arrivals) >= seen + args.commands
-    t0 = time.monotonic()
-    os.killpg(launch.pid, signal.SIGINT)
-    try:
-        launch.wait(60)
-    except subprocess.TimeoutExpired:
-        os.killpg(launch.pid, signal.SIGKILL)
-        launch.wait()
-    exit_s = time.monotonic() - t0
-    reader.join(5)
-    text = "".join(output)
-    return {"commanding_before_sigint": commanding, "exit_s": round(exit_s, 3), "returncode": launch.returncode,
-            "escalated": "'SIGTERM'" in text or "'SIGKILL'" in text,
-            "finished_cleanly": "process has finished cleanly" in text,
-            "error_lines": [ln for ln in text.splitlines() if "ERROR" in ln or "Traceback" in ln or "RCLError" in ln]}
+    return {"commanding_before_sigint": commanding, **stop_launch(launch, output)}
 
 
 def main() -> None:
