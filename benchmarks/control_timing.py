@@ -260,20 +260,34 @@ def wait_for_log(rec: Recorder, start: float, timeout: float = 60.0) -> float | 
     return None
 
 
-def stop_launch(launch: subprocess.Popen, output: list[str]) -> dict[str, object]:
-    """SIGINT to ``ros2 launch`` (as Ctrl-C does): seconds to exit, escalations, error lines."""
-    t0 = time.monotonic()
-    os.killpg(launch.pid, signal.SIGINT)
+def exited(pid: int) -> bool:
+    """True once process ``pid`` has ended (gone, or a zombie waiting for its parent)."""
     try:
-        launch.wait(30)
-    except subprocess.TimeoutExpired:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except (FileNotFoundError, IndexError):
+        return True
+
+
+def stop_launch(launch: subprocess.Popen, output: list[str], timeout: float = 30.0) -> dict[str, object]:
+    """SIGINT to ``ros2 launch`` (as Ctrl-C does): seconds until the node and until launch exited,
+    escalations, error lines."""
+    started = re.search(r"act_policy_node-1\]: process started with pid \[(\d+)\]", "".join(output))
+    node_pid = int(started.group(1)) if started else None
+    t0 = time.monotonic()
+    node_exit = None
+    os.killpg(launch.pid, signal.SIGINT)
+    while launch.poll() is None and time.monotonic() - t0 < timeout:
+        if node_exit is None and node_pid is not None and exited(node_pid):
+            node_exit = round(time.monotonic() - t0, 3)
+        time.sleep(0.005)
+    if launch.poll() is None:
         os.killpg(launch.pid, signal.SIGKILL)
-        launch.wait()
+    launch.wait()
     elapsed = time.monotonic() - t0
     time.sleep(0.2)  # the reader thread drains the pipe
     text = "".join(output)
     tail = text[text.rfind("SIGINT"):] if "SIGINT" in text else text[-2000:]
-    return {"exit_s": round(elapsed, 3), "returncode": launch.returncode,
+    return {"exit_s": round(elapsed, 3), "node_exit_s": node_exit, "returncode": launch.returncode,
             "escalated": "SIGTERM" in tail or "SIGKILL" in tail,
             "finished_cleanly": "process has finished cleanly" in tail,
             "error_lines": [ln for ln in tail.splitlines() if "ERROR" in ln or "Traceback" in ln or "RCLError" in ln]}
@@ -334,7 +348,8 @@ def main() -> None:
     rec = Recorder()
     executor = SingleThreadedExecutor()
     executor.add_node(rec)
-    threading.Thread(target=executor.spin, daemon=True).start()
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
     record = {"command": " ".join(shlex.quote(a) for a in sys.argv), "machine": {
         "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
         "usable_cpus": len(os.sched_getaffinity(0))}, "runs": []}
@@ -355,6 +370,7 @@ def main() -> None:
                             args.json.write_text(json.dumps([*existing, record], indent=1) + "\n")
     finally:
         executor.shutdown()
+        spinner.join()  # a spinning thread left at interpreter exit aborts the process ("terminate called")
         rec.destroy_node()
         rclpy.try_shutdown()
 

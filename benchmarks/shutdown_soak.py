@@ -42,7 +42,7 @@ def cycle(args: argparse.Namespace, node: Node, arrivals: list[float]) -> dict[s
     while len(arrivals) < seen + args.commands and time.monotonic() - start < args.startup_timeout:
         rclpy.spin_once(node, timeout_sec=0.05)
     commanding = len(arrivals) >= seen + args.commands
-    return {"commanding_before_sigint": commanding, **stop_launch(launch, output)}
+    return {"commanding_before_sigint": commanding, **stop_launch(launch, output, timeout=60.0)}
 
 
 def main() -> None:
@@ -75,9 +75,12 @@ def main() -> None:
         standin.send_signal(signal.SIGINT)
         standin.wait(10)
     exits = np.array([r["exit_s"] for r in results])
+    node_exits = np.array([r["node_exit_s"] for r in results if r["node_exit_s"] is not None])
     summary = {"cycles": len(results),
                "all_commanding_before_sigint": all(r["commanding_before_sigint"] for r in results),
                "exit_s_p50": round(float(np.median(exits)), 3), "exit_s_max": round(float(exits.max()), 3),
+               "node_exit_s_p50": round(float(np.median(node_exits)), 3) if len(node_exits) else None,
+               "node_exit_s_max": round(float(node_exits.max()), 3) if len(node_exits) else None,
                "escalations": sum(r["escalated"] for r in results),
                "not_finished_cleanly": sum(not r["finished_cleanly"] for r in results),
                "cycles_with_error_lines": sum(bool(r["error_lines"]) for r in results)}
