@@ -46,11 +46,22 @@ class GatedPolicy:
         self.calls = 0
         self.error: Exception | None = None
         self.nan = False
+        self.cancelled = 0
+        self._stop = False
+
+    def cancel(self) -> None:
+        """Like ONNX Runtime's RunOptions.terminate: the running call fails soon."""
+        self.cancelled += 1
+        self._stop = True
+        self.gate.set()
 
     def __call__(self, obs):
         self.calls += 1
         assert obs[CAM].shape == (4, 5, 3)
         assert self.gate.wait(30), "test never opened the gate"
+        if self._stop:
+            self._stop = False
+            raise RuntimeError("Exiting due to terminate flag being set to true")
         if self.error is not None:
             raise self.error
         state = obs[STATE_KEY].astype(np.float64)
@@ -76,7 +87,7 @@ class Rig:
         schedule = ActionSchedule(mode, CHUNK, s.n_action_steps, s.refill_threshold, s.ensemble_coeff)
         self.recorded: list = []
         self.loop = ControlLoop(self.cache, JointUnits([SCALE] * 2, [OFFSET] * 2), schedule, self.policy, s,
-                                clock=self.clock, record=self.recorded.append)
+                                clock=self.clock, record=self.recorded.append, cancel=self.policy.cancel)
         self.loop.set_active(True)
         self.image = RawImage("rgb8", bytes(4 * 5 * 3), 4, 5, 15)
 
@@ -333,3 +344,51 @@ def test_sync_mode_aggregates_the_previous_chunks_unexecuted_tail():
     s.offer(np.full((8, 1), 2, np.float32), obs_step=6, step=7)
     assert s.next_action(7)[0] == pytest.approx(1.0)  # the first chunk covers steps 1..8
     assert s.next_action(9)[0] == 2.0
+def test_after_a_reset_every_tick_holds_the_last_safe_command_until_the_new_episode_commands(rig):
+    r = rig()
+    r.tick()
+    r.settle()
+    r.policy.gate.clear()  # the next inference stays in flight until the reset comes
+    for _ in range(20):  # until the queue reaches the refill threshold and an inference is requested
+        sent = r.tick().command
+        if r.loop.worker.busy:
+            break
+    assert r.loop.worker.busy and sent is not None
+    r.loop.request_reset()
+    held = [r.tick() for _ in range(4)]
+    assert [x.hold for x in held] == [Hold.STARVED] * 4
+    assert all(x.command is not None and x.command.tolist() == sent.tolist() for x in held)  # never silent
+    r.policy.gate.set()
+    r.settle()
+    assert r.tick().chunk is not None  # the dropped inference's chunk is discarded ...
+    r.settle()
+    resumed = r.tick()  # ... and the new episode's first chunk is used
+    assert resumed.hold is None and resumed.command.tolist() == [float(resumed.step)] * 2
+
+
+def test_activation_forgets_the_last_command_because_the_arm_may_have_moved_meanwhile(rig):
+    r = rig()
+    r.tick()
+    r.settle()
+    assert r.tick().command is not None
+    r.loop.set_active(False)
+    r.loop.set_active(True)
+    assert r.loop.tick().command is None and r.loop.guard.last_command is None
+
+
+def test_a_reset_cancels_the_inference_in_flight_so_the_next_request_need_not_wait_behind_it(rig):
+    r = rig()
+    r.policy.gate.clear()
+    r.tick()  # an inference starts and would block until the gate opens
+    r.loop.request_reset()
+    r.tick()
+    assert r.policy.cancelled == 1  # stopped, not waited for
+    r.settle()
+    restarted = r.tick()  # the cancelled run's failure is discarded; the new episode's request goes out now
+    assert restarted.hold is Hold.STARVED and r.loop.backend_error is None
+    assert r.loop.counters.backend_failures == 0
+    r.settle()
+    assert r.policy.calls == 2 and r.tick().hold is None
+    r.loop.update_settings(settings(enabled=False))
+    r.tick()
+    assert r.policy.cancelled == 1  # nothing was in flight: nothing to cancel

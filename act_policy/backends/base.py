@@ -38,6 +38,14 @@ def default_num_threads() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
+def no_spinning(session_options: Any) -> None:
+    """Make ONNX Runtime's pool threads sleep when idle instead of busy-waiting (its default): spinning threads
+    take the CPU the control loop and the camera/arm drivers need. ``session_options``: an
+    ``onnxruntime.SessionOptions``; the keys are ORT's documented session config entries."""
+    session_options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    session_options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+
+
 @dataclass(frozen=True)
 class BackendOptions:
     num_threads: int | None = None  # None: default_num_threads()
@@ -78,6 +86,10 @@ class Backend(ABC):
     def describe(self) -> dict[str, Any]:
         """Facts for logs, diagnostics and benchmark reports."""
         return {"backend": self.name, "threads": self.options.threads, "device": self.options.device}
+
+    def cancel(self) -> None:  # noqa: B027 - optional hook; torch offers no way to stop a forward pass
+        """Ask a running :meth:`infer` (on another thread) to stop early; it then raises. Backends that cannot
+        stop leave it running, and its result is discarded when it arrives. Thread-safe."""
 
     def close(self) -> None:  # noqa: B027 - optional hook; most backends hold nothing to release
         """Release devices and threads; the backend is unusable afterwards."""

@@ -44,7 +44,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from act_policy.backends.base import Backend, BackendOptions, ModelInputs
+from act_policy.backends.base import Backend, BackendOptions, ModelInputs, no_spinning
 from act_policy.core.artifacts import PolicyArtifacts
 from act_policy.core.errors import BackendError
 from act_policy.hailo.hailort_status import explain
@@ -590,6 +590,7 @@ def _onnx_session(path: Path, threads: int):
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
+    no_spinning(options)
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from act_policy.backends.base import Backend, BackendOptions, ModelInputs, flat_inputs
+from act_policy.backends.base import Backend, BackendOptions, ModelInputs, flat_inputs, no_spinning
 from act_policy.core.artifacts import PolicyArtifacts
 from act_policy.core.errors import BackendError, CheckpointError
 from act_policy.export.bundle import FP32_GRAPH, INT8_GRAPH, is_bundle, read_policy_document, verified_file
@@ -37,9 +37,11 @@ class OnnxRuntimeBackend(Backend):
         self.document = read_policy_document(source)
         path = verified_file(source, self.graph, self.document)
         self.input_names: list[str] = self.document["graphs"]["inputs"]
+        self._run_options: ort.RunOptions | None = None
         session_options = ort.SessionOptions()
         session_options.intra_op_num_threads = options.threads
         session_options.inter_op_num_threads = 1
+        no_spinning(session_options)
         session_options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         try:
@@ -53,7 +55,13 @@ class OnnxRuntimeBackend(Backend):
 
     def infer(self, inputs: ModelInputs) -> np.ndarray:
         feed = dict(zip(self.input_names, flat_inputs(inputs), strict=True))
-        return self.session.run(None, feed)[0][0]
+        self._run_options = ort.RunOptions()  # a fresh one per run: cancel() must only ever stop this one
+        return self.session.run(None, feed, self._run_options)[0][0]
+
+    def cancel(self) -> None:
+        """ONNX Runtime checks ``RunOptions.terminate`` between kernels and then fails the run."""
+        if self._run_options is not None:
+            self._run_options.terminate = True
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "graph": self.graph, "onnxruntime": ort.__version__}

@@ -8,18 +8,24 @@ the topics, services and timers; *activate* starts commanding; *deactivate* stop
 and holds; *cleanup* / *shutdown* release everything. A failing transition is logged with its
 reason (rclpy itself turns an exception into ERROR without a log line).
 
-Threads: camera and joint callbacks run in a reentrant group; the control timer and the
-diagnostics timer share a mutually exclusive group (so statistics are never read while a tick
-writes them); the services have a third group; inference runs in the runtime's worker thread,
-so a control tick never waits for it. Timers use the steady clock: ROS time
-stalls under ``use_sim_time`` without ``/clock``.
+Threads (docs/ros.md, "Scheduling design"): the control tick runs on a thread of its own at absolute
+steady-clock deadlines (:class:`act_policy.runtime.ticker.Ticker`), never queued behind executor work;
+camera and joint callbacks (a reentrant group), the services and the diagnostics timer run on a
+two-thread executor; inference runs in the runtime's worker thread, ``inference_nice`` levels lower, so a
+tick never waits for it. Input ages count from when the middleware received the message (rmw's
+``received_timestamp``), so a late callback is reported as such in ``/diagnostics`` and does not make
+fresh data look stale. SIGINT/SIGTERM stop the control thread before the context goes down. The
+diagnostics timer uses the steady clock: ROS time stalls under ``use_sim_time`` without ``/clock``.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import signal
+import sys
 import threading
+import time
 import traceback
 from typing import Any
 
@@ -41,6 +47,7 @@ from std_srvs.srv import SetBool, Trigger
 from act_policy.core.errors import ActPolicyError, ObservationError
 from act_policy.msg import InferenceLatency
 from act_policy.ros.conversions import COMMAND_MESSAGES, chunk_message, command_message, diagnostic_array, raw_image
+from act_policy.runtime.observations import delivery_delay_s
 from act_policy.runtime.parameters import (
     NODE_NAME,
     PARAMETERS,
@@ -56,9 +63,14 @@ from act_policy.runtime.parameters import (
 )
 from act_policy.runtime.realtime import TickResult
 from act_policy.runtime.safety import Hold
-from act_policy.runtime.session import Runtime, build_runtime, load_node_policy
+from act_policy.runtime.session import Runtime, build_runtime, load_node_policy, start_inference_worker
 
 COMMAND_QOS_DEPTH = 10
+EXECUTOR_THREADS = 2  # inputs keep flowing while a service (e.g. configure loading a policy) runs
+# the control thread waits at most this long for the GIL held by Python code of the inference thread
+# (CPython's default is 5 ms, as long as the whole jitter budget at 30 Hz)
+GIL_SWITCH_INTERVAL_S = 0.001
+SHUTDOWN_INFERENCE_WAIT_S = 0.2  # at exit an inference still running is abandoned, not waited for
 
 
 def parameter_descriptor(spec: ParamSpec) -> ParameterDescriptor:
@@ -97,13 +109,12 @@ class ActPolicyNode(LifecycleNode):
             for spec in PARAMETERS}
         self.runtime: Runtime | None = None
         self._sensor_group = ReentrantCallbackGroup()
-        self._control_group = MutuallyExclusiveCallbackGroup()
+        self._diagnostics_group = MutuallyExclusiveCallbackGroup()
         self._service_group = MutuallyExclusiveCallbackGroup()
         # what configure creates; not rclpy's own _publishers/_subscriptions/_timers, which a subclass must not reuse
         self._configured_subscriptions: list[Any] = []
         self._configured_publishers: list[Any] = []
         self._configured_timers: list[Any] = []
-        self._control_timer: Any = None
         self._command_pub: Any = None
         self._chunk_pub: Any = None
         self._latency_pub: Any = None
@@ -118,13 +129,21 @@ class ActPolicyNode(LifecycleNode):
     def on_configure(self, state: State) -> TransitionCallbackReturn:
         try:
             settings = validate(self._values)
-            policy = load_node_policy(settings)
+            worker = start_inference_worker(settings)
             try:
-                self.runtime = build_runtime(settings, policy)
+                policy = worker.call(lambda: load_node_policy(settings))  # pool threads inherit its priority
             except BaseException:
+                worker.close()
+                raise
+            try:
+                self.runtime = build_runtime(settings, policy, worker=worker)
+            except BaseException:
+                worker.close()
                 policy.close()
                 raise
             self._create_interfaces(self.runtime)
+            for refused in worker.setup_messages + self.runtime.start_control(self._on_tick_result):
+                self.get_logger().warning(refused)
         except (ActPolicyError, OSError, ValueError) as exc:
             self.get_logger().error(f"configure failed: {exc}")
             self.release_runtime()
@@ -188,13 +207,18 @@ class ActPolicyNode(LifecycleNode):
         self._latency_pub = self.create_lifecycle_publisher(InferenceLatency, "~/latency", 10)
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._configured_publishers += [self._command_pub, self._chunk_pub, self._latency_pub, self._diagnostics_pub]
-        self._control_timer = self.create_timer(1.0 / s["control_rate_hz"], self._on_tick,
-                                                callback_group=self._control_group, clock=self._steady)
-        self._configured_timers += [self._control_timer, self.create_timer(
-            s["diagnostics_period_s"], self._on_diagnostics, callback_group=self._control_group, clock=self._steady)]
+        self._configured_timers.append(self.create_timer(
+            s["diagnostics_period_s"], self._on_diagnostics, callback_group=self._diagnostics_group,
+            clock=self._steady))
 
-    def release_runtime(self) -> None:
-        """Destroy what configure created and close the policy (idempotent)."""
+    def release_runtime(self, inference_wait_s: float = 30.0) -> None:
+        """Stop the control thread, destroy what configure created and close the policy (idempotent).
+
+        The control thread stops first, so no tick publishes on a destroyed publisher or a shut-down
+        context. An inference still running after ``inference_wait_s`` is abandoned (process exit)."""
+        runtime, self.runtime = self.runtime, None
+        if runtime is not None and not runtime.close(inference_wait_s):
+            self.get_logger().info("an inference was still running: left to the process exit")
         for timer in self._configured_timers:
             self.destroy_timer(timer)
         for sub in self._configured_subscriptions:
@@ -205,36 +229,34 @@ class ActPolicyNode(LifecycleNode):
             else:
                 self.destroy_lifecycle_publisher(pub)
         self._configured_timers, self._configured_subscriptions, self._configured_publishers = [], [], []
-        self._control_timer = None
-        if self.runtime is not None:
-            self.runtime.close()
-            self.runtime = None
 
     def _image_callback(self, rt: Runtime, feature: str, topic: str):
-        def callback(msg: Image | CompressedImage) -> None:
-            rt.cache.update_image(feature, raw_image(msg))
-            rt.monitor.on_input(topic, rt.clock())
+        def callback(msg: Image | CompressedImage, info: Any) -> None:
+            delay = delivery_delay_s(info.get("received_timestamp", 0), time.time_ns())
+            rt.cache.update_image(feature, raw_image(msg), received_at=rt.clock() - delay)
+            rt.on_input(topic, delay)
         return callback
 
     def _joint_callback(self, rt: Runtime):
         topic = rt.settings["joint_state_topic"]
 
-        def callback(msg: JointState) -> None:
+        def callback(msg: JointState, info: Any) -> None:
+            delay = delivery_delay_s(info.get("received_timestamp", 0), time.time_ns())
             try:
-                rt.cache.update_joints(msg.name, msg.position)
+                rt.cache.update_joints(msg.name, msg.position, received_at=rt.clock() - delay)
             except ObservationError as exc:
                 self.get_logger().warning(str(exc), throttle_duration_sec=2.0)
                 return
-            rt.monitor.on_input(topic, rt.clock())
+            rt.on_input(topic, delay)
         return callback
 
     # ------------------------------------------------------------------ control
-    def _on_tick(self) -> None:
+    def _on_tick_result(self, result: TickResult) -> None:
+        """The control thread's publishing half: runs right after each tick, on that thread."""
         rt = self.runtime
         if rt is None:
             return
         try:
-            result = rt.tick()
             if result.command is not None:
                 self._command_pub.publish(command_message(
                     rt.settings["command_type"], rt.cache.joint_names, result.command,
@@ -271,9 +293,13 @@ class ActPolicyNode(LifecycleNode):
         if result.hold is None:
             self.get_logger().info("commanding")
         else:  # a hold the operator asked for (inactive, disabled) is news, not a warning
-            detail = f" ({result.detail})" if result.detail else ""
-            log = self.get_logger().info if result.hold.requested else self.get_logger().warning
-            log(f"holding: {result.hold.value}{detail}")
+            text = f"holding: {result.hold.value}" + (f" ({result.detail})" if result.detail else "")
+            # two call sites: rclpy refuses one call site logging at two severities ("Logger severity
+            # cannot be changed between calls"), which raised in the tick
+            if result.hold.requested:
+                self.get_logger().info(text)
+            else:
+                self.get_logger().warning(text)
         self._last_hold = key
 
     def _on_diagnostics(self) -> None:
@@ -297,10 +323,7 @@ class ActPolicyNode(LifecycleNode):
                 for name, value in changes.items():
                     coerce(SPECS[name], value)
             else:
-                old_rate = rt.settings["control_rate_hz"]
-                new = rt.apply(changes)
-                if new["control_rate_hz"] != old_rate and self._control_timer is not None:
-                    self._control_timer.timer_period_ns = int(1e9 / new["control_rate_hz"])
+                rt.apply(changes)  # the control thread reads the new period before its next wait
         except ParameterError as exc:
             # rclpy has already retyped the descriptors of dynamically typed parameters to the refused
             # value's type; put them back so that `ros2 param describe` shows that nothing changed
@@ -328,50 +351,51 @@ class ActPolicyNode(LifecycleNode):
 def main(args: list[str] | None = None) -> None:
     """Entry point of ``ros2 run act_policy act_policy_node``; Ctrl-C (SIGINT) or SIGTERM stop it cleanly.
 
-    Shutdown order: the executor stops taking work, the callbacks already handed to its threads finish,
-    the executor is shut down, then the policy is released and rclpy shut down. The signals only set an
-    event here instead of going to rclpy's handler, which shuts the context down while the executor may
-    still be using it (rclpy#398: a "failed to initialize wait set" traceback, or a tick publishing on a
-    dead context); and since Ctrl-C under ``ros2 launch`` arrives twice (the terminal signals the process
-    group, launch forwards it), a KeyboardInterrupt would abort the cleanup half-way and the process
-    would die by signal. After the cleanup the signals are ignored: interpreter teardown puts
-    Python-handled signals back to their default action, so a late forwarded SIGINT would still kill it.
+    The signals only set an event here instead of going to rclpy's handler, which shuts the context down
+    while the executor or the control thread may still be using it (rclpy#398: a "failed to initialize
+    wait set" traceback, or ``RCLError: publisher's context is invalid`` from a tick); Ctrl-C under
+    ``ros2 launch`` also arrives twice (the terminal signals the process group, launch forwards it), and
+    a KeyboardInterrupt would abort the cleanup half-way. Shutdown order: the executor stops taking work,
+    the callbacks already handed to its threads finish, the executor is shut down, the control thread
+    stops, the policy and the node are released, rclpy shuts down. The process then ends with
+    ``os._exit``: tearing down the interpreter with torch and ONNX Runtime loaded took 4–7 s, and it
+    would also put the signals back to their default action (a late forwarded SIGINT would kill it).
     """
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     node = ActPolicyNode()
-    executor = MultiThreadedExecutor(num_threads=4)
+    executor = MultiThreadedExecutor(num_threads=EXECUTOR_THREADS)
     executor.add_node(node)
 
     def spin() -> None:
         while not stop.is_set():
             executor.spin_once(timeout_sec=0.1)
 
-    spinner = threading.Thread(target=spin, name="executor")
+    spinner = threading.Thread(target=spin, name="act_policy-executor")
     spinner.start()
-    try:
-        while spinner.is_alive() and not stop.wait(0.5):  # the spinner only ends on its own after an error
-            pass
-        signalled = stop.is_set()
-    finally:
-        stop.set()
-        spinner.join()
-        # rclpy 7.1 (Jazzy): MultiThreadedExecutor never shuts its worker pool down, and Executor.shutdown()
-        # neither waits for running callbacks nor keeps the guard condition that queued ones still trigger;
-        # so drain the pool first, or a tick could publish on a destroyed publisher
-        pool = getattr(executor, "_executor", None)
-        if pool is not None:
-            pool.shutdown(wait=True)
-        executor.shutdown()
-        node.release_runtime()
-        node.destroy_node()
-        rclpy.try_shutdown()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, signal.SIG_IGN)
+    while spinner.is_alive() and not stop.wait(0.5):  # the spinner only ends on its own after an error
+        pass
+    signalled = stop.is_set()
+    stop.set()
+    spinner.join()
+    # rclpy 7.1 (Jazzy): MultiThreadedExecutor never shuts its worker pool down, and Executor.shutdown()
+    # neither waits for running callbacks nor keeps the guard condition that queued ones still trigger;
+    # so drain the pool first, or a callback could use what is released below
+    pool = getattr(executor, "_executor", None)
+    if pool is not None:
+        pool.shutdown(wait=True)
+    executor.shutdown()
+    node.release_runtime(SHUTDOWN_INFERENCE_WAIT_S)  # stops the control thread before anything is destroyed
+    node.destroy_node()
+    rclpy.try_shutdown()
     if not signalled:
-        raise SystemExit("act_policy_node: the executor stopped unexpectedly (its error is above)")
+        print("act_policy_node: the executor stopped unexpectedly (its error is above)", file=sys.stderr)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0 if signalled else 1)
 
 
 if __name__ == "__main__":

@@ -47,6 +47,8 @@ class HealthMonitor:
         self.observation_age = RollingWindow(window)
         self.ticks = RateMeter(window)
         self.inputs: dict[str, RateMeter] = {}
+        self.input_delay = RollingWindow(window)  # ms from the middleware receiving a message to its callback
+        self.late_inputs = 0  # callbacks that ran more than one control period after their message arrived
         self.overruns = 0  # ticks whose callback took longer than the period
         self.smoothness = CommandSmoothness(window)  # |Δcommand| per joint at chunk switches vs within chunks
         self.last_tick_ms = 0.0
@@ -62,8 +64,12 @@ class HealthMonitor:
         """A command sent at ``step`` (ROS units); ``switch`` when a newly arrived chunk set it first."""
         self.smoothness.add(step, command, switch)
 
-    def on_input(self, source: str, now: float) -> None:
+    def on_input(self, source: str, now: float, delay_s: float = 0.0, late_after_s: float = math.inf) -> None:
+        """A message of ``source`` handled at ``now``, ``delay_s`` after the middleware received it."""
         self.inputs.setdefault(source, RateMeter(50)).tick(now)
+        self.input_delay.add(delay_s * 1e3)
+        if delay_s > late_after_s:
+            self.late_inputs += 1
 
     def on_chunk(self, result: ChunkResult) -> None:
         if result.chunk is None:
@@ -86,13 +92,14 @@ def _ms(value: float) -> str:
 
 
 def assess(loop: ControlLoop, monitor: HealthMonitor, *, backend: str, control_rate_hz: float,
-           recorder_info: str = "off", backend_warning: str | None = None,
+           recorder_info: str = "off", backend_warning: str | None = None, missed_ticks: int = 0,
            schedule_info: Sequence[tuple[str, str]] = ()) -> Report:
     """The node's diagnostic status: the level, a one-line message and key-values."""
     period_ms = 1e3 / control_rate_hz
     schedule, guard, c = loop.schedule, loop.guard, loop.counters
     counters = {"starved": c.holds.get(Hold.STARVED.name, 0), "gaps": schedule.ensemble_gaps,
                 "stale_chunks": schedule.stale_chunks, "overruns": monitor.overruns,
+                "late_inputs": monitor.late_inputs, "missed_ticks": missed_ticks,
                 "clamps": guard.clamp_count, "rejected": guard.rejected_count,
                 "backend_failures": c.backend_failures, "observation_errors": c.observation_errors}
     recent = monitor.since_last_report(counters)
@@ -111,6 +118,14 @@ def assess(loop: ControlLoop, monitor: HealthMonitor, *, backend: str, control_r
         warnings.append(f"{recent['stale_chunks']} chunks arrived after all their actions were due")
     if recent["overruns"]:
         warnings.append(f"{recent['overruns']} control ticks overran the {period_ms:.1f} ms period")
+    if recent["missed_ticks"]:
+        warnings.append(f"{recent['missed_ticks']} control ticks skipped: the control thread got no CPU for "
+                        f"longer than a period")
+    if recent["late_inputs"]:  # its own condition: ages count from arrival, so late callbacks alone never hold
+        late_max = _ms(monitor.input_delay.summary().max)
+        warnings.append(f"{recent['late_inputs']} input callbacks ran more than one control period "
+                        f"({period_ms:.1f} ms) after their message arrived (max {late_max} ms): the executor "
+                        f"threads are short of CPU")
     if recent["rejected"]:
         warnings.append(f"{recent['rejected']} non-finite actions refused")
     if warnings:
@@ -130,6 +145,8 @@ def assess(loop: ControlLoop, monitor: HealthMonitor, *, backend: str, control_r
         ("control period jitter (ms)", f"{monitor.ticks.jitter_ms(period_ms):.1f}"),
         ("control tick duration (ms)", f"{monitor.last_tick_ms:.2f}"),
         ("control overruns", str(monitor.overruns)),
+        ("missed control ticks", str(missed_ticks)),
+        ("late input callbacks", str(monitor.late_inputs)),
         *(schedule_info or [("schedule mode", schedule.mode)]),
         ("queue depth", str(schedule.depth)),
         ("inferences", str(c.inferences)),
@@ -154,6 +171,8 @@ def assess(loop: ControlLoop, monitor: HealthMonitor, *, backend: str, control_r
     values.append(("arrival delay steps p50/max", f"{_ms(arrival.p50)}/{_ms(arrival.max)}"))
     values.append(("observation age at inference ms p50/max",
                    f"{_ms(monitor.observation_age.summary().p50)}/{_ms(monitor.observation_age.summary().max)}"))
+    delay = monitor.input_delay.summary()
+    values.append(("input callback delay ms p50/p95/max", f"{_ms(delay.p50)}/{_ms(delay.p95)}/{_ms(delay.max)}"))
     for source, age in ages.items():
         values.append((f"age {source} (ms)", "never received" if math.isinf(age) else f"{age:.0f}"))
     for source, meter in monitor.inputs.items():

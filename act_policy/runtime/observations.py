@@ -8,7 +8,8 @@ unpadded ``rgb8`` / ``bgr8`` / ``mono8``, OpenCV or PyAV for the rest) is
 
 Joint states are matched by name, per joint, so a driver that publishes the gripper in a
 separate JointState message works; each joint keeps its own arrival time. Ages use the
-monotonic clock of the process (never ROS time, which stalls under ``use_sim_time``).
+monotonic clock of the process (never ROS time, which stalls under ``use_sim_time``), counted from when
+the middleware received the message: a callback that runs late must not make fresh data look stale.
 """
 
 from __future__ import annotations
@@ -58,6 +59,14 @@ def to_policy_image(raw: RawImage, size: tuple[int, int], *, allow_resize: bool,
     return resize_bilinear(image, *size)
 
 
+def delivery_delay_s(received_ns: int, now_ns: int) -> float:
+    """Seconds between the middleware receiving a message (``received_ns``, e.g. rmw's ``received_timestamp``)
+    and ``now_ns`` on the same clock; 0 when the middleware gives no time (0) or the clock stepped back."""
+    if received_ns <= 0:
+        return 0.0
+    return max(0.0, (now_ns - received_ns) * 1e-9)
+
+
 @dataclass(frozen=True)
 class Capture:
     """The latest data at one instant, unconverted (cheap to take in the control tick)."""
@@ -87,15 +96,19 @@ class ObservationCache:
         self.errors: dict[str, str] = {}  # source → last error (cleared by the next good message)
         self.counts: dict[str, int] = {}
 
-    def update_image(self, feature: str, raw: RawImage) -> None:
-        now = self._clock()
+    def update_image(self, feature: str, raw: RawImage, received_at: float | None = None) -> None:
+        """Store the latest image of ``feature``; ``received_at`` (this cache's clock, s) is when the middleware
+        received it — its age counts from then, not from when a possibly late callback ran. Default: now."""
+        now = self._clock() if received_at is None else received_at
         with self._lock:
             self._images[feature] = (raw, now)
             self.counts[feature] = self.counts.get(feature, 0) + 1
 
-    def update_joints(self, names: Sequence[str], positions: Sequence[float]) -> None:
-        """Store the positions of our joints from one JointState; a bad message is rejected whole."""
-        now = self._clock()
+    def update_joints(self, names: Sequence[str], positions: Sequence[float], received_at: float | None = None
+                      ) -> None:
+        """Store the positions of our joints from one JointState; a bad message is rejected whole.
+        ``received_at`` as in :meth:`update_image`."""
+        now = self._clock() if received_at is None else received_at
         source = self.joint_topic
         try:
             if len(positions) != len(names):

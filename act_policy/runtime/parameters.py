@@ -80,7 +80,15 @@ PARAMETERS: tuple[ParamSpec, ...] = (
       "(e.g. cpu_fp32, cpu_int8, hailo)", read_only=True),
     P("backend_options", T.STRING, "{}", "backend-specific settings as a JSON object "
       "(e.g. `{\"fallback_backend\": \"cpu_int8\"}`)", read_only=True),
-    P("num_threads", T.INT, 0, "inference threads; 0 = all cores up to 4", read_only=True, min=0, max=64),
+    P("num_threads", T.INT, 0, "inference threads (torch and ONNX Runtime); 0 = one less than the CPUs this "
+      "process may use (`os.sched_getaffinity`), at least 1, at most 4: a CPU stays free for the control loop "
+      "and the drivers", read_only=True, min=0, max=64),
+    P("inference_nice", T.INT, 10, "how many nice levels the inference thread (and the torch / ONNX Runtime "
+      "threads it creates) runs below the control, input and service threads; 0 = same priority. Never needs a "
+      "privilege", read_only=True, min=0, max=19),
+    P("control_realtime_priority", T.INT, 0, "SCHED_FIFO priority of the control thread; 0 = normal scheduling. "
+      "Needs CAP_SYS_NICE or an rtprio limit (`ulimit -r`); refused with a warning, the thread then runs at "
+      "normal priority", read_only=True, min=0, max=99),
     P("device", T.STRING, "cpu", "torch device for torch backends (`cpu`, `cuda`)", read_only=True),
     P("allow_missing_stats", T.BOOL, False, "run a policy whose training config normalizes a feature it has no "
       "statistics for (that feature then passes through unnormalized, as in LeRobot); false refuses it at "

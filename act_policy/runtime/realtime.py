@@ -76,60 +76,105 @@ class ChunkResult:
 
 
 class InferenceWorker:
-    """One background thread running ``work``; at most one job in flight, results picked up without waiting."""
+    """The one thread that loads and runs the policy: at most one job in flight, results picked up without waiting.
 
-    def __init__(self, work: Callable[[InferenceJob], ChunkResult], clock: Callable[[], float] = time.monotonic
-                 ) -> None:
-        self._work = work
+    ``setup`` runs first in the thread (e.g. lowering its priority, see
+    :mod:`act_policy.runtime.cpu_scheduling`); its messages are kept in :attr:`setup_messages`. Loading the
+    policy through :meth:`call` matters: torch's and ONNX Runtime's pool threads inherit the priority of the
+    thread that creates them, so everything inference runs on ends up below the control thread.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic,
+                 setup: Callable[[], list[str]] | None = None) -> None:
         self._clock = clock
         self._cond = threading.Condition()
-        self._job: InferenceJob | None = None
+        self._task: Callable[[], None] | None = None
         self._result: ChunkResult | None = None
         self._busy = False
         self._closed = False
-        self._thread = threading.Thread(target=self._run, name="act_policy-inference", daemon=True)
+        self._ready = threading.Event()
+        self.setup_messages: list[str] = []
+        self._thread = threading.Thread(target=self._run, args=(setup,), name="act_policy-inference", daemon=True)
         self._thread.start()
+        self._ready.wait()
 
     @property
     def busy(self) -> bool:
         with self._cond:
             return self._busy
 
-    def submit(self, job: InferenceJob) -> bool:
-        """Queue ``job`` unless one is in flight (returns False then); never blocks on inference."""
-        with self._cond:
-            if self._busy or self._closed:
-                return False
-            self._job, self._busy = job, True
-            self._cond.notify()
-            return True
+    def call(self, fn: Callable[[], Any]) -> Any:
+        """Run ``fn`` on the worker thread and return its result (or raise its exception); blocks.
+
+        For configure-time work such as loading the policy; refused while a job is in flight."""
+        outcome: dict[str, Any] = {}
+        done = threading.Event()
+
+        def task() -> None:
+            try:
+                outcome["value"] = fn()
+            except BaseException as exc:  # re-raised in the caller's thread
+                outcome["error"] = exc
+            finally:
+                done.set()
+
+        if not self._start(task):
+            raise RuntimeError("the inference worker is busy or closed")
+        done.wait()
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["value"]
+
+    def submit(self, job: InferenceJob, work: Callable[[InferenceJob], ChunkResult]) -> bool:
+        """Start ``work(job)`` unless a job is in flight (returns False then); never blocks on inference."""
+        def task() -> None:
+            try:
+                result = work(job)
+            except Exception as exc:  # any backend failure becomes a diagnostic, never a dead thread
+                result = ChunkResult(job, None, StageTimes(), self._clock(), error=f"{type(exc).__name__}: {exc}",
+                                     error_kind="backend")
+            with self._cond:
+                self._result = result
+        return self._start(task)
 
     def take(self) -> ChunkResult | None:
         with self._cond:
             result, self._result = self._result, None
             return result
 
-    def _run(self) -> None:
+    def _start(self, task: Callable[[], None]) -> bool:
+        with self._cond:
+            if self._busy or self._closed:
+                return False
+            self._task, self._busy = task, True
+            self._cond.notify()
+            return True
+
+    def _run(self, setup: Callable[[], list[str]] | None) -> None:
+        try:
+            self.setup_messages = list(setup()) if setup is not None else []
+        finally:
+            self._ready.set()
         while True:
             with self._cond:
-                while self._job is None and not self._closed:
+                while self._task is None and not self._closed:
                     self._cond.wait()
                 if self._closed:
                     return
-                job = self._job
-            try:
-                result = self._work(job)
-            except Exception as exc:  # any backend failure becomes a diagnostic, never a dead thread
-                result = ChunkResult(job, None, StageTimes(), self._clock(), error=f"{type(exc).__name__}: {exc}",
-                                     error_kind="backend")
+                task = self._task
+            task()
             with self._cond:
-                self._result, self._job, self._busy = result, None, False
+                self._task, self._busy = None, False
 
-    def close(self, timeout: float = 5.0) -> None:
+    def close(self, timeout: float | None = 5.0) -> bool:
+        """Stop the thread after its current job; True if it ended within ``timeout`` seconds.
+
+        A job still running after that (a slow backend at process exit) is left to the daemon thread."""
         with self._cond:
             self._closed = True
             self._cond.notify()
         self._thread.join(timeout)
+        return not self._thread.is_alive()
 
 
 class ActionSchedule:
@@ -281,7 +326,8 @@ class ControlLoop:
 
     def __init__(self, cache: ObservationCache, units: JointUnits, schedule: ActionSchedule, infer: InferFn,
                  settings: LoopSettings, *, clock: Callable[[], float] = time.monotonic,
-                 record: Callable[[Observation], None] | None = None) -> None:
+                 record: Callable[[Observation], None] | None = None, worker: InferenceWorker | None = None,
+                 cancel: Callable[[], None] | None = None) -> None:
         self.cache = cache
         self.units = units
         self.schedule = schedule
@@ -292,18 +338,21 @@ class ControlLoop:
         self.observation_error: str | None = None
         self.last_hold: tuple[Hold, str] | None = None
         self._infer = infer
+        self._cancel = cancel  # stops the inference in flight when its result has become useless
         self._record = record
         self._clock = clock
         self._lock = threading.Lock()
         self._pending_settings: LoopSettings | None = None
         self._pending_reset = False
+        self._pending_activation = False
         self._active = False
         self._step = 0
         self._epoch = 0  # bumped whenever queued/in-flight actions become invalid
+        self._in_flight_epoch = -1  # epoch of the last inference requested
         self._seq = 0
         self._retry_at = -math.inf
         self._backoff = self.BACKOFF_S[0]
-        self.worker = InferenceWorker(self._work, clock)
+        self.worker = worker if worker is not None else InferenceWorker(clock)
 
     # ------------------------------------------------------------------ requests from other threads
     def update_settings(self, settings: LoopSettings) -> None:
@@ -312,17 +361,23 @@ class ControlLoop:
             self._pending_settings = settings
 
     def request_reset(self) -> None:
-        """New episode: clear the schedule and forget in-flight work at the next tick."""
+        """New episode: clear the schedule and forget in-flight work at the next tick.
+
+        The last safe command is kept: holding re-sends it until the new episode's first chunk arrives, so
+        the command topic never falls silent (drivers with a command timeout would stop the arm)."""
         with self._lock:
             self._pending_reset = True
 
     def set_active(self, active: bool) -> None:
+        """Activation also forgets the last command: the arm may have been moved while the node was inactive,
+        so the first command is bounded from the measured joint positions again."""
         with self._lock:
             self._active = active
-            self._pending_reset = True
+            self._pending_reset = self._pending_activation = True
 
-    def close(self) -> None:
-        self.worker.close()
+    def close(self, timeout: float | None = 5.0) -> bool:
+        """Stop the worker; True unless an inference was still running after ``timeout`` seconds."""
+        return self.worker.close(timeout)
 
     # ------------------------------------------------------------------ the tick
     def tick(self) -> TickResult:
@@ -381,6 +436,7 @@ class ControlLoop:
         with self._lock:
             pending, self._pending_settings = self._pending_settings, None
             reset, self._pending_reset = self._pending_reset, False
+            activation, self._pending_activation = self._pending_activation, False
             active = self._active
         if pending is not None:
             self.settings = pending
@@ -389,11 +445,17 @@ class ControlLoop:
                                       pending.chunk_aggregation, pending.blend_steps)
         if reset:
             self._invalidate()
+        if activation:
             self.guard.reset()
         return active
 
     def _invalidate(self) -> None:
-        """Drop queued actions and ignore the chunk in flight (it was computed for a situation that ended)."""
+        """Drop queued actions and ignore the chunk in flight (it was computed for a situation that ended).
+
+        The inference in flight is also cancelled where the backend can stop one, so that the next request
+        does not wait behind it (resuming then takes one inference time, not up to two)."""
+        if self._cancel is not None and self.worker.busy and self._in_flight_epoch == self._epoch:
+            self._cancel()
         self._epoch += 1
         self.schedule.reset()
 
@@ -420,7 +482,8 @@ class ControlLoop:
     def _request(self, step: int) -> None:
         capture = self.cache.capture()
         self._seq += 1
-        self.worker.submit(InferenceJob(capture, step, self._epoch, self._seq, self._clock()))
+        self._in_flight_epoch = self._epoch
+        self.worker.submit(InferenceJob(capture, step, self._epoch, self._seq, self._clock()), self._work)
 
     def _work(self, job: InferenceJob) -> ChunkResult:
         """Worker thread: convert the capture, record it if asked, infer."""

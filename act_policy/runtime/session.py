@@ -7,6 +7,7 @@ whole observation → command path are tested without ROS.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -16,6 +17,12 @@ from act_policy.backends import BackendOptions, backend_label, create_backend, f
 from act_policy.core.joint_units import JointUnits
 from act_policy.core.policy import Policy, load_policy
 from act_policy.core.synthetic import demo_artifacts
+from act_policy.runtime.cpu_scheduling import (
+    default_inference_threads,
+    lower_current_thread_priority,
+    make_current_thread_realtime,
+    usable_cpus,
+)
 from act_policy.runtime.health import HealthMonitor, Report, assess
 from act_policy.runtime.observations import ObservationCache
 from act_policy.runtime.parameters import (
@@ -31,8 +38,16 @@ from act_policy.runtime.parameters import (
     effective_schedule_mode,
     validate,
 )
-from act_policy.runtime.realtime import ActionSchedule, ControlLoop, LoopSettings, TickResult, loop_settings
+from act_policy.runtime.realtime import (
+    ActionSchedule,
+    ControlLoop,
+    InferenceWorker,
+    LoopSettings,
+    TickResult,
+    loop_settings,
+)
 from act_policy.runtime.recorder import ObservationRecorder
+from act_policy.runtime.ticker import Ticker
 
 DEMO_MODEL = "demo"
 
@@ -43,7 +58,7 @@ def load_node_policy(settings: Mapping[str, Any]) -> Policy:
     if not path:
         raise ParameterError("model_path: expected a LeRobot pretrained_model folder or deploy bundle, got ''")
     options = json.loads(settings["backend_options"])
-    threads = settings["num_threads"] or None
+    threads = inference_threads(settings)
     if path == DEMO_MODEL:
         artifacts = demo_artifacts()
         backend = create_backend(settings["backend"], artifacts,
@@ -51,6 +66,23 @@ def load_node_policy(settings: Mapping[str, Any]) -> Policy:
         return Policy(artifacts, backend)
     return load_policy(path, settings["backend"], num_threads=threads, device=settings["device"],
                        backend_options=options)
+
+
+def inference_threads(settings: Mapping[str, Any]) -> int:
+    """``num_threads``, or for 0 one less than the CPUs this process may use (at least 1, at most 4)."""
+    return settings["num_threads"] or default_inference_threads(len(usable_cpus()))
+
+
+def start_inference_worker(settings: Mapping[str, Any], clock: Callable[[], float] = time.monotonic
+                           ) -> InferenceWorker:
+    """The inference thread, ``inference_nice`` levels below the caller; load the policy through its
+    :meth:`~InferenceWorker.call` so that the backend's pool threads inherit that priority."""
+    levels = settings["inference_nice"]
+
+    def lower_priority() -> list[str]:
+        refused = lower_current_thread_priority(levels)
+        return [refused] if refused else []
+    return InferenceWorker(clock, setup=lower_priority)
 
 
 def policy_context(policy: Policy) -> PolicyContext:
@@ -80,6 +112,9 @@ class Runtime:
     recorder: ObservationRecorder
     monitor: HealthMonitor = field(default_factory=HealthMonitor)
     clock: Callable[[], float] = time.monotonic
+    ticker: Ticker | None = None
+    # the control thread's tick and the diagnostics reader (another thread) never see half-updated statistics
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def camera_topics(self) -> dict[str, str]:
@@ -107,14 +142,15 @@ class Runtime:
         return new
 
     def tick(self) -> TickResult:
-        """One control tick, timed for the diagnostics (the node's steady timer calls this)."""
-        started = self.clock()
-        result = self.loop.tick()
-        self.monitor.on_tick(started, self.clock(), 1.0 / self.settings["control_rate_hz"])
-        if result.chunk is not None:
-            self.monitor.on_chunk(result.chunk)
-        if result.command is not None:  # a chunk accepted this tick acted on this command for the first time
-            self.monitor.on_command(result.step, result.command, switch=result.skipped is not None)
+        """One control tick, timed for the diagnostics (the control thread calls this)."""
+        with self._lock:
+            started = self.clock()
+            result = self.loop.tick()
+            self.monitor.on_tick(started, self.clock(), 1.0 / self.settings["control_rate_hz"])
+            if result.chunk is not None:
+                self.monitor.on_chunk(result.chunk)
+            if result.command is not None:  # a chunk accepted this tick acted on this command for the first time
+                self.monitor.on_command(result.step, result.command, switch=result.skipped is not None)
         return result
 
     def schedule_info(self) -> list[tuple[str, str]]:
@@ -140,10 +176,30 @@ class Runtime:
                 ("temporal_ensemble_coeff", f"{coeff:g} ({coeff_source})"),
                 ("chunk_aggregation", aggregation)]
 
+    def start_control(self, handle: Callable[[TickResult], None]) -> list[str]:
+        """Start the control thread: every period, :meth:`tick` then ``handle(result)`` (publishing).
+
+        The thread asks for ``SCHED_FIFO`` when ``control_realtime_priority`` > 0; returns the warnings of what
+        the system refused (it then runs at normal priority)."""
+        priority = self.settings["control_realtime_priority"]
+
+        def realtime() -> list[str]:
+            refused = make_current_thread_realtime(priority)
+            return [refused] if refused else []
+        self.ticker = Ticker(lambda: handle(self.tick()), lambda: 1.0 / self.settings["control_rate_hz"],
+                             setup=realtime)
+        return self.ticker.start()
+
+    def on_input(self, source: str, delay_s: float) -> None:
+        """A message of ``source`` handled ``delay_s`` after the middleware received it (diagnostics)."""
+        with self._lock:
+            self.monitor.on_input(source, self.clock(), delay_s, 1.0 / self.settings["control_rate_hz"])
+
     def report(self) -> Report:
-        return assess(self.loop, self.monitor, backend=self.backend, backend_warning=self.backend_warning,
-                      control_rate_hz=self.settings["control_rate_hz"], recorder_info=self.recording_info(),
-                      schedule_info=self.schedule_info())
+        with self._lock:
+            return assess(self.loop, self.monitor, backend=self.backend, backend_warning=self.backend_warning,
+                          control_rate_hz=self.settings["control_rate_hz"], recorder_info=self.recording_info(),
+                          missed_ticks=self.ticker.missed if self.ticker else 0, schedule_info=self.schedule_info())
 
     def recording_info(self) -> str:
         directory = self.recorder.directory
@@ -151,10 +207,18 @@ class Runtime:
             return "off"
         return f"{directory}: {self.recorder.written} written, {self.recorder.dropped} dropped"
 
-    def close(self) -> None:
-        self.loop.close()
+    def close(self, timeout: float | None = 30.0) -> bool:
+        """Stop the control thread (no tick afterwards), then the worker and the recorder, then the policy.
+
+        Waits up to ``timeout`` s for an inference in flight; if it is still running (a process that exits
+        anyway) the policy is left to the exit instead of being freed under it, and False is returned."""
+        if self.ticker is not None:
+            self.ticker.stop()
+        finished = self.loop.close(timeout)
         self.recorder.close()
-        self.policy.close()
+        if finished:
+            self.policy.close()
+        return finished
 
 
 def _loop_settings(s: Settings, context: PolicyContext) -> LoopSettings:
@@ -162,9 +226,10 @@ def _loop_settings(s: Settings, context: PolicyContext) -> LoopSettings:
                          effective_refill_threshold(s, context), effective_ensemble_coeff(s, context))
 
 
-def build_runtime(settings: Mapping[str, Any], policy: Policy, *,
-                  clock: Callable[[], float] = time.monotonic) -> Runtime:
-    """Validate ``settings`` against ``policy`` and wire the cache, schedule, loop and recorder.
+def build_runtime(settings: Mapping[str, Any], policy: Policy, *, clock: Callable[[], float] = time.monotonic,
+                  worker: InferenceWorker | None = None) -> Runtime:
+    """Validate ``settings`` against ``policy`` and wire the cache, schedule, loop and recorder; inference runs
+    on ``worker`` (the one that loaded ``policy``, see :func:`start_inference_worker`) or a new thread.
 
     CheckpointError when the policy lacks stats for a normalized feature and ``allow_missing_stats`` is off.
     """
@@ -191,5 +256,6 @@ def build_runtime(settings: Mapping[str, Any], policy: Policy, *,
         chunk = policy.predict_chunk(observation)
         return chunk, policy.last_times
 
-    loop = ControlLoop(cache, units, schedule, infer, live, clock=clock, record=recorder)
+    loop = ControlLoop(cache, units, schedule, infer, live, clock=clock, record=recorder, worker=worker,
+                       cancel=policy.backend.cancel)
     return Runtime(s, context, policy, cache, loop, recorder, clock=clock)

@@ -1,0 +1,156 @@
+"""Scheduling of the node's threads: inference below the control loop, a CPU left free, ticks on deadlines.
+
+Nothing here measures speed: priorities are read back from the kernel, deadlines are computed on given
+times, and the control thread is checked by what it did, not by how fast.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+
+import pytest
+
+from act_policy.runtime.cpu_scheduling import (
+    current_thread_nice,
+    default_inference_threads,
+    lower_current_thread_priority,
+    make_current_thread_realtime,
+    usable_cpus,
+)
+from act_policy.runtime.realtime import InferenceWorker
+from act_policy.runtime.session import inference_threads, start_inference_worker
+from act_policy.runtime.ticker import Ticker, next_deadline
+
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice values are Linux's")
+
+
+def in_new_thread(fn):
+    """Run ``fn`` in a fresh thread (so priority changes never touch the test runner's thread)."""
+    box = {}
+    t = threading.Thread(target=lambda: box.update(value=fn()))
+    t.start()
+    t.join()
+    return box["value"]
+
+
+def test_default_threads_leave_one_cpu_to_the_control_loop_and_drivers():
+    assert [default_inference_threads(n) for n in (1, 2, 3, 4, 8, 64)] == [1, 1, 2, 3, 4, 4]
+
+
+def test_zero_threads_means_the_default_for_the_cpus_this_process_may_use():
+    assert usable_cpus() and usable_cpus() <= set(range(os.cpu_count() or 1))
+    assert inference_threads({"num_threads": 0}) == default_inference_threads(len(usable_cpus()))
+    assert inference_threads({"num_threads": 3}) == 3
+
+
+@linux_only
+def test_lowering_priority_affects_only_the_calling_thread_and_what_it_starts_later():
+    before = current_thread_nice()
+
+    def lowered():
+        assert lower_current_thread_priority(5) is None
+        return current_thread_nice(), in_new_thread(current_thread_nice)
+
+    own, child = in_new_thread(lowered)
+    assert own == child == min(19, before + 5)
+    assert current_thread_nice() == before  # the caller's thread is untouched
+
+
+@linux_only
+def test_priority_is_lowered_relative_to_the_current_value_and_capped():
+    def twice():
+        lower_current_thread_priority(15)
+        lower_current_thread_priority(15)
+        return current_thread_nice()
+
+    assert in_new_thread(twice) == 19
+    before = current_thread_nice()
+    assert lower_current_thread_priority(0) is None and current_thread_nice() == before
+
+
+@linux_only
+def test_the_inference_worker_loads_and_infers_at_the_lowered_priority():
+    base = current_thread_nice()
+    worker = start_inference_worker({"inference_nice": 7})
+    try:
+        assert worker.setup_messages == []
+        # what the backend creates while loading (ORT's pool) inherits the worker's priority
+        assert worker.call(lambda: (current_thread_nice(), in_new_thread(current_thread_nice))) == (
+            min(19, base + 7),) * 2
+    finally:
+        assert worker.close()
+    assert current_thread_nice() == base
+
+
+def test_worker_call_returns_the_value_or_raises_in_the_caller():
+    worker = InferenceWorker()
+    try:
+        assert worker.call(lambda: threading.current_thread().name) == "act_policy-inference"
+        with pytest.raises(ZeroDivisionError):
+            worker.call(lambda: 1 / 0)
+        assert worker.call(lambda: 42) == 42  # an exception does not kill the thread
+    finally:
+        worker.close()
+
+
+def test_real_time_priority_is_applied_or_refused_with_the_reason():
+    assert make_current_thread_realtime(0) is None
+
+    def attempt():
+        refused = make_current_thread_realtime(10)
+        policy = os.sched_getscheduler(0) if hasattr(os, "sched_getscheduler") else None
+        return refused, policy
+
+    refused, policy = in_new_thread(attempt)
+    if refused is None:  # privileged (CAP_SYS_NICE or an rtprio limit): the thread really is SCHED_FIFO
+        assert policy == os.SCHED_FIFO
+    else:
+        assert "runs at normal priority" in refused and ("rtprio" in refused or "Linux" in refused)
+        assert policy != getattr(os, "SCHED_FIFO", object())
+
+
+def test_next_deadline_keeps_the_rate_without_drift():
+    assert next_deadline(1.0, 1.004, 0.1) == pytest.approx((1.1, 0))  # a late tick does not shift the grid
+    assert next_deadline(1.0, 1.1, 0.1) == pytest.approx((1.1, 0))
+
+
+def test_ticks_missed_while_the_thread_had_no_cpu_are_skipped_not_bursted():
+    due, missed = next_deadline(1.0, 1.25, 0.1)  # ticks due at 1.1 and 1.2 passed
+    assert missed == 2 and due == pytest.approx(1.3)
+
+
+def test_ticker_ticks_until_stopped_and_never_after():
+    ticks = []
+    enough = threading.Event()
+
+    def tick():
+        ticks.append(threading.current_thread().name)
+        if len(ticks) >= 3:
+            enough.set()
+
+    ticker = Ticker(tick, lambda: 0.001)
+    assert ticker.start() == []
+    assert enough.wait(30)
+    assert ticker.stop()  # True: the thread has ended, so no tick can follow
+    assert set(ticks) == {"act_policy-control"}
+
+
+def test_ticker_reports_what_its_setup_refused():
+    ticker = Ticker(lambda: None, lambda: 1.0, setup=lambda: ["no real-time priority"])
+    try:
+        assert ticker.start() == ["no real-time priority"]
+    finally:
+        assert ticker.stop()
+
+
+def test_onnx_runtime_pool_threads_are_told_not_to_spin():
+    import onnxruntime as ort
+
+    from act_policy.backends.base import no_spinning
+
+    options = ort.SessionOptions()
+    no_spinning(options)
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert options.get_session_config_entry("session.inter_op.allow_spinning") == "0"
