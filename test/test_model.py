@@ -12,6 +12,7 @@ from conftest import tiny_spec
 from act_policy.core.backbone import FrozenBatchNorm2d, ResNetBackbone, fold_frozen_batch_norm
 from act_policy.core.checkpoint import expected_shapes
 from act_policy.core.config import ENV_STATE_KEY, Feature, FeatureType, NormMode
+from act_policy.core.errors import CheckpointError
 from act_policy.core.model import ACT, sine_position_embedding_2d
 from act_policy.core.synthetic import seeded_state_dict
 
@@ -130,5 +131,5 @@ def test_other_torchvision_resnets_have_their_output_width(backbone: str, channe
 
 
 def test_unsupported_backbone_is_named() -> None:
-    with pytest.raises(ValueError, match="vision_backbone 'vgg16' is not supported"):
+    with pytest.raises(CheckpointError, match="config: vision_backbone 'vgg16' is not supported"):
         ResNetBackbone("vgg16")

@@ -75,7 +75,7 @@ def test_temporal_ensembling_infers_every_step_and_averages(tiny_checkpoint: Pat
 
 
 def test_ensembling_with_several_action_steps_is_refused(tiny_checkpoint: Path) -> None:
-    with pytest.raises(ValueError, match="must be 1"):
+    with pytest.raises(act_policy.SettingError, match=r"n_action_steps: temporal ensembling .* must be 1"):
         act_policy.load_policy(tiny_checkpoint, temporal_ensemble_coeff=0.01, n_action_steps=4)
 
 
