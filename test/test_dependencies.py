@@ -12,7 +12,7 @@ import pytest
 from bundle_helpers import make_bundle
 from dataset_layout import EpisodeData, write_v21
 
-from act_policy.core.dependencies import EXTRAS, install_hint, needs
+from act_policy.core.dependencies import EXTRAS, install_hint, missing_dependency, needs
 from act_policy.core.errors import ActPolicyError, MissingDependencyError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,6 +49,13 @@ def test_only_missing_optional_modules_are_translated() -> None:
     with pytest.raises(ModuleNotFoundError) as raised, needs("exporting"):  # our own bug stays a bug
         raise ModuleNotFoundError("No module named 'act_policy.nope'", name="act_policy.nope")
     assert not isinstance(raised.value, ActPolicyError)
+
+
+def test_a_broken_install_keeps_its_reason_next_to_the_hint() -> None:
+    """PyPI's aarch64 torch >= 2.11 imports only with CUDA's libraries: the user must read both facts."""
+    broken = ImportError("libcudart.so.13: cannot open shared object file", name="torch")
+    message = str(missing_dependency(broken, "backend 'cpu_fp32'"))
+    assert "libcudart.so.13" in message and "download.pytorch.org/whl/cpu" in message
 
 
 def test_every_readme_command_works_or_says_what_to_install(tiny_checkpoint: Path, tmp_path: Path) -> None:

@@ -82,8 +82,11 @@ def missing_dependency(exc: ImportError, purpose: str) -> MissingDependencyError
     if isinstance(exc, MissingDependencyError):
         return exc
     module = getattr(exc, "name", None) or "an optional package"
-    error = MissingDependencyError(f"{purpose} needs the Python module {module!r}, which is not installed: "
-                                   f"{install_hint(module)}")
+    if isinstance(exc, ModuleNotFoundError):
+        message = f"{purpose} needs the Python module {module!r}, which is not installed: {install_hint(module)}"
+    else:  # installed but broken, e.g. a CUDA torch without its CUDA libraries on a Pi
+        message = f"{purpose} cannot import {module!r} ({exc}); replace that install: {install_hint(module)}"
+    error = MissingDependencyError(message)
     error.name = module
     return error
 
