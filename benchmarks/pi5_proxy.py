@@ -19,8 +19,9 @@ reported. Usage (host, x86; the rig must be set up, see its README)::
 Runner names: any backend of ``act_policy.backends.BACKENDS``; ``openvino_f32:GRAPH`` /
 ``openvino_f16:GRAPH`` (OpenVINO's CPU plugin on a graph of the bundle, inference precision f32 or
 f16); ``executorch:FILE.pte`` (an ExecuTorch program with the XNNPACK delegate in the bundle folder);
-extra guest packages (the aarch64 wheels of OpenVINO, ExecuTorch) go on ``ARM_EXTRA_PYTHONPATH``. The guest
-side of this script is the same file run under the emulator with ``--guest``.
+``litert:FILE.tflite`` (a LiteRT model in the bundle folder, interpreter with XNNPACK);
+extra guest packages (aarch64 wheels of OpenVINO, ExecuTorch, ai-edge-litert) go on ``ARM_EXTRA_PYTHONPATH``.
+The guest side of this script is the same file run under the emulator with ``--guest``.
 """
 
 from __future__ import annotations
@@ -81,6 +82,10 @@ class OpenVinoRunner(Backend):
                   "INFERENCE_PRECISION_HINT": precision}
         self.compiled = ov.Core().compile_model(str(path), "CPU", config)
         self.request = self.compiled.create_infer_request()
+        self.version = ov.__version__
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "openvino": self.version}
 
     def infer(self, inputs: ModelInputs) -> np.ndarray:
         return self.request.infer(flat_inputs(inputs))[0][0].astype(np.float32)
@@ -106,9 +111,33 @@ class ExecuTorchRunner(Backend):
         return self.module.forward(tensors)[0][0].numpy().astype(np.float32)
 
 
+class LiteRtRunner(Backend):
+    """A LiteRT (.tflite) model in the bundle folder on the LiteRT interpreter (XNNPACK by default)."""
+
+    def __init__(self, artifacts: PolicyArtifacts, options: BackendOptions, model: str) -> None:
+        from ai_edge_litert.interpreter import Interpreter
+
+        super().__init__(artifacts, options)
+        self.name = f"litert:{model}"
+        self.interpreter = Interpreter(model_path=str(artifacts.source / model), num_threads=options.threads)
+        self.interpreter.allocate_tensors()
+        # litert-torch names the positional inputs args_0, args_1, ... in the module's argument order
+        details = self.interpreter.get_input_details()
+        self.inputs = [d["index"] for d in sorted(details, key=lambda d: int(d["name"].rsplit("_", 1)[-1]))]
+        self.output = self.interpreter.get_output_details()[0]["index"]
+
+    def infer(self, inputs: ModelInputs) -> np.ndarray:
+        for index, array in zip(self.inputs, flat_inputs(inputs), strict=True):
+            self.interpreter.set_tensor(index, array)
+        self.interpreter.invoke()
+        return self.interpreter.get_tensor(self.output)[0].astype(np.float32)
+
+
 def make_runner(name: str, artifacts: PolicyArtifacts) -> Backend:
     options = BackendOptions(num_threads=1)
     kind, _, graph = name.partition(":")
+    if kind == "litert":
+        return LiteRtRunner(artifacts, options, graph)
     if kind == "executorch":
         return ExecuTorchRunner(artifacts, options, graph)
     if kind in OPENVINO_PRECISIONS:
@@ -201,6 +230,9 @@ def host(args: argparse.Namespace) -> None:
                      "threads_speedup": THREADS_SPEEDUP},
         "runners": {},
     }
+    if args.baseline_count:
+        report["baseline_instructions"] = args.baseline_count
+        report["baseline_source"] = args.baseline_source
     previous = json.loads(Path(f"{args.out}.json").read_text())["runners"] if args.reuse else {}
     for runner in args.runners.split(","):
         if runner in previous and "instructions" in previous[runner]:
@@ -230,10 +262,11 @@ def host(args: argparse.Namespace) -> None:
 
 
 def markdown(report: dict[str, Any]) -> str:
-    base = report["runners"].get(REFERENCE, {}).get("instructions")
+    base = report["runners"].get(REFERENCE, {}).get("instructions") or report.get("baseline_instructions")
     h, w = report["image"]
     lines = [f"Image {h}×{w}, {report['observations']} held-out observation(s), 1 thread, Cortex-A76 (QEMU), "
-             f"accuracy vs {report['reference']}.",
+             f"accuracy vs {report['reference']}."
+             + (f" {REFERENCE} instructions: {report['baseline_source']}." if report.get("baseline_source") else ""),
              f"Estimated Pi 5 latency = instructions / ({A76_HZ / 1e9:.1f} GHz × IPC {ASSUMED_IPC}), ±{BAND:.0%}; "
              f"3 threads assumed {THREADS_SPEEDUP[3]}× faster than 1 (not measured). Emulated wall time is not "
              "a speed proxy and is not reported.", "",
@@ -263,6 +296,10 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=None, help="scratch folder (default OUT.work)")
     parser.add_argument("--rig", type=Path, default=None, help="arm rig folder (default $ARM_RIG)")
     parser.add_argument("--reuse", action="store_true", help="keep runners already counted in OUT.json")
+    parser.add_argument("--baseline-count", type=float, default=None,
+                        help=f"{REFERENCE} instructions counted elsewhere, for the ratio column when "
+                             f"{REFERENCE} is not among the runners (its fp32 emulation is the slowest)")
+    parser.add_argument("--baseline-source", default=None, help="where --baseline-count was measured")
     parser.add_argument("--guest", metavar="RUNNER", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.guest:
