@@ -123,14 +123,26 @@ class LiteRtRunner(Backend):
         self.interpreter.allocate_tensors()
         # litert-torch names the positional inputs args_0, args_1, ... in the module's argument order
         details = self.interpreter.get_input_details()
-        self.inputs = [d["index"] for d in sorted(details, key=lambda d: int(d["name"].rsplit("_", 1)[-1]))]
-        self.output = self.interpreter.get_output_details()[0]["index"]
+        self.inputs = sorted(details, key=lambda d: int(d["name"].rsplit("_", 1)[-1]))
+        self.output = self.interpreter.get_output_details()[0]
 
     def infer(self, inputs: ModelInputs) -> np.ndarray:
-        for index, array in zip(self.inputs, flat_inputs(inputs), strict=True):
-            self.interpreter.set_tensor(index, array)
+        for detail, array in zip(self.inputs, flat_inputs(inputs), strict=True):
+            self.interpreter.set_tensor(detail["index"], _to_tensor_type(array, detail))
         self.interpreter.invoke()
-        return self.interpreter.get_tensor(self.output)[0].astype(np.float32)
+        out = self.interpreter.get_tensor(self.output["index"])[0]
+        scale, zero_point = self.output["quantization"]
+        return ((out.astype(np.float32) - zero_point) * scale if scale else out).astype(np.float32)
+
+
+def _to_tensor_type(array: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
+    """Float input as the model's input tensor type (a fully INT8 model takes quantized inputs)."""
+    dtype = detail["dtype"]
+    scale, zero_point = detail["quantization"]
+    if not scale:
+        return array.astype(dtype)
+    info = np.iinfo(dtype)
+    return np.clip(np.round(array / scale) + zero_point, info.min, info.max).astype(dtype)
 
 
 def make_runner(name: str, artifacts: PolicyArtifacts) -> Backend:
