@@ -144,7 +144,7 @@ def test_diagnostics_and_latency_report_what_the_node_does(ros, start_node, driv
                                       lambda _, __, values: int(values["inferences"]) >= 3)
     assert level in (0, 1) and commanding(message)  # OK, or WARN when a loaded machine starves the queue
     assert values["backend"] == "cpu_fp32" and values["control rate target (Hz)"] == "30"
-    assert int(values["commands sent"]) > 0 and values["schedule mode"] == "async"
+    assert int(values["commands sent"]) > 0 and values["schedule mode"] == "async (checkpoint)"
     assert set(values) >= {"total ms p50/p95/max", "inference ms p50/p95/max", "age joint_states (ms)",
                            "age observation.images.front (ms)", "rate /joint_states (Hz)", "control overruns"}
     p50, p95, worst = (float(v) for v in values["total ms p50/p95/max"].split("/"))

@@ -12,7 +12,6 @@ import subprocess
 from pathlib import Path
 
 from ament_index_python.packages import get_package_share_directory
-from bundle_helpers import make_bundle
 from diagnostic_msgs.msg import DiagnosticArray
 from std_msgs.msg import Float64MultiArray
 
@@ -62,8 +61,8 @@ def test_pi5_cpu_launch_with_the_demo_params_commands_is_tuned_live_and_stops_cl
 
 
 def test_pi5_hailo_launch_without_hailort_falls_back_to_cpu_int8_and_stops_cleanly(ros, ros_process, drivers,
-                                                                                    tmp_path):
-    bundle = make_bundle(tmp_path / "bundle", quantized=True)  # what the fallback backend, cpu_int8, needs
+                                                                                    tmp_path, tiny_quantized_bundle):
+    bundle = tiny_quantized_bundle  # what the fallback backend, cpu_int8, needs
     robot = write_params(tmp_path / "robot.yaml", {k: v for k, v in BASE_PARAMS.items()
                                                     if k not in ("backend", "num_threads")})
     commands = ros.subscribe(Float64MultiArray, "/commands")
