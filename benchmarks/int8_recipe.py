@@ -10,8 +10,8 @@ torch reference, with :func:`act_policy.export.fidelity.compare` — the numbers
 ``act-policy quantize`` and ``benchmark`` print.
 
 ``sensitivity``: for each group of :data:`act_policy.export.quantize.NODE_GROUPS`, the error
-added by quantizing that group alone (everything else float), and by quantizing everything
-except it. ``candidates``: the recipes of :data:`CANDIDATES`, each with the ``act-policy
+added by quantizing that group alone (everything else float), then by each stage of the ResNet
+backbone alone. ``candidates``: the recipes of :data:`CANDIDATES`, each with the ``act-policy
 quantize`` options that produce it. Times are the wall time of one x86 ORT inference on this
 (shared) machine, median of ``--runs``; the Pi 5 speed proxy is the A76 instruction count,
 measured separately (benchmarks/int8_recipe.md).
@@ -58,19 +58,8 @@ CANDIDATES: dict[str, Recipe] = {
     "I H + float input projections": Recipe(LEGACY_FLOAT | {"backbone_add", "input_projections"}, **PERCENTILE),
     "J float transformer and backbone Adds, percentile": Recipe(TRANSFORMER | {"backbone_stem", "backbone_add"},
                                                                 **PERCENTILE),
-}
-CANDIDATES: dict[str, Recipe] = {
-    "A legacy (before this study)": Recipe(LEGACY_FLOAT),
-    "B A + percentile": Recipe(LEGACY_FLOAT, calibration="percentile"),
-    "C A + percentile + bias correction": Recipe(LEGACY_FLOAT, calibration="percentile", bias_correction=True),
-    "D C + float input projections":
-        Recipe(LEGACY_FLOAT | {"input_projections"}, calibration="percentile", bias_correction=True),
-    "E float transformer, INT8 backbone, percentile, bias correction":
-        Recipe(TRANSFORMER | {"backbone_stem"}, calibration="percentile", bias_correction=True),
-    "F E + float backbone layer2": Recipe(TRANSFORMER | {"backbone_stem"}, ("/backbone/layer2/",),
-                                          calibration="percentile", bias_correction=True),
-    "G float transformer, INT8 backbone, minmax, bias correction":
-        Recipe(TRANSFORMER | {"backbone_stem"}, bias_correction=True),
+    "K B with s8 activations": Recipe(LEGACY_FLOAT, activation_type="s8", **PERCENTILE),
+    "L A with s8 activations": Recipe(LEGACY_FLOAT, activation_type="s8"),
 }
 
 

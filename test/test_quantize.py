@@ -57,6 +57,15 @@ def test_episodes_are_sampled_evenly_across_all_files(tmp_path: Path) -> None:
     assert first[CAMERA].shape == (64, 80, 3) and first[CAMERA].dtype == np.uint8
 
 
+def test_held_out_steps_are_the_ones_calibration_does_not_use(tmp_path: Path) -> None:
+    write_episode(tmp_path / "episode.npz", recorded(10))
+    calibration = [o[STATE][0] for o in calibration_observations(tmp_path, SPEC, {}, 4)]
+    held_out = [o[STATE][0] for o in calibration_observations(tmp_path, SPEC, {}, 4, held_out=3)]
+    assert calibration == [0, 3, 6, 9]
+    assert held_out == [1, 4, 8]  # evenly over the unused steps 1, 2, 4, 5, 7, 8
+    assert [o[STATE][0] for o in calibration_observations(tmp_path, SPEC, {}, 10, held_out=3)] == []
+
+
 def test_renamed_keys_from_the_checkpoint_rename_map_are_accepted(tmp_path: Path) -> None:
     import dataclasses
 
@@ -193,7 +202,9 @@ def test_every_weighted_node_belongs_to_the_group_named_by_its_module(quantized:
     assert groups["/model/backbone/conv1/Conv"] == "backbone_stem"
     assert groups["/model/encoder_img_feat_input_proj/Conv"] == "input_projections"
     assert groups["/model/encoder_robot_state_input_proj/Gemm"] == "input_projections"
-    assert all(g == "backbone" for n, g in groups.items() if "/backbone/layer" in n)
+    backbone = {n: g for n, g in groups.items() if "/backbone/layer" in n}
+    assert all(g == ("backbone_add" if n.endswith("/Add") else "backbone") for n, g in backbone.items())
+    assert "backbone_add" in backbone.values()
     assert all(g == "encoder_ffn" for n, g in groups.items() if "/encoder/" in n and "/linear" in n)
 
 

@@ -22,7 +22,7 @@ import argparse
 
 from act_policy.core.policy import load_policy
 from act_policy.export import reference_policy, stderr_progress
-from act_policy.export.calibration import SYNTHETIC, calibration_source
+from act_policy.export.calibration import SYNTHETIC, calibration_observations, calibration_source
 from act_policy.export.fidelity import compare, held_out_observations, summary_line
 from act_policy.export.quantize import (
     ACTIVATION_TYPES,
@@ -86,16 +86,22 @@ def run(args: argparse.Namespace) -> int:
     recipe = recipe_from_args(args)  # before minutes of calibration
     source = calibration_source(args.calib, args.episode, bag_options(args))
     record = quantize_bundle(args.bundle, source, args.samples, stderr_progress, recipe)
-    stderr_progress("checking act_int8.onnx against the float32 torch model")
+    stderr_progress("checking act_int8.onnx against the float32 torch model on held-out observations")
     int8 = load_policy(args.bundle, backend="cpu_int8")
     reference = reference_policy(int8.artifacts)
-    held_out = held_out_observations(int8.artifacts, CHECK_SAMPLES)
-    errors = compare([reference.predict_chunk(o) for o in held_out], [int8.predict_chunk(o) for o in held_out],
-                     int8.artifacts)
+    spec, stats = int8.artifacts.spec, int8.artifacts.input_stats
+    held_out = {f"{CHECK_SAMPLES} held-out synthetic scenes": held_out_observations(int8.artifacts, CHECK_SAMPLES)}
+    if source is not None:  # steps of the same recording that calibration did not use
+        recorded = list(calibration_observations(source, spec, stats, args.samples, held_out=CHECK_SAMPLES))
+        if recorded:
+            held_out = {f"{len(recorded)} held-out steps of {source}": recorded, **held_out}
     print(f"wrote {args.bundle}/{record['graph']}: calibrated on {record['calibration_samples']} observations "
           f"({record['calibration_source']}), recipe {' '.join(recipe_options(recipe))}")
-    print(f"vs float32 on {CHECK_SAMPLES} held-out synthetic scenes (not used for calibration): {summary_line(errors)}")
-    for joint, e in errors["per_joint"].items():
-        print(f"  {joint}: bias {e['bias']:+.4f} sigma, RMS {e['rms']:.4f} sigma, "
-              f"relative L2 {e['rel_l2'] * 100:.2f} %")
+    for what, observations in held_out.items():
+        errors = compare([reference.predict_chunk(o) for o in observations],
+                         [int8.predict_chunk(o) for o in observations], int8.artifacts)
+        print(f"vs float32 on {what} (not used for calibration): {summary_line(errors)}")
+        for joint, e in errors["per_joint"].items():
+            print(f"  {joint}: bias {e['bias']:+.4f} sigma, RMS {e['rms']:.4f} sigma, "
+                  f"relative L2 {e['rel_l2'] * 100:.2f} %")
     return 0
