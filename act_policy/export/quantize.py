@@ -6,18 +6,21 @@ while the backbones run on the NPU. Both are calibrated on the same observations
 its real inputs, the feature maps ``backbone_HxW.onnx`` computes from them, and both keep the
 same operations in float (the head is the whole network minus the backbones).
 
-What is quantized, and why (measured on the seeded default-size demo model, see benchmarks/):
+A :class:`Recipe` says what is quantized: nodes are grouped by what they compute
+(:data:`NODE_GROUPS`) and whole groups stay float; ``act-policy quantize`` exposes every field.
+The default, :data:`DEFAULT_RECIPE`, was chosen by measurement (benchmarks/int8_recipe.md, with
+the per-group sensitivity report and the candidates tried):
 
-* Conv, Gemm (all weight matrices of the transformer), the backbone's residual Add and MaxPool:
-  this is where the MACs are, and keeping the backbone's residual chain in INT8 avoids a
-  dequantize/quantize pair around every block.
-* Kept in float: each camera's first convolution (its 3-channel input is quantized badly and it
-  was the largest single error source), the attention MatMuls and Softmax (activation ×
-  activation), LayerNorm and the transformer's residual Adds, and the action head.
-* Weights int8 per output channel; activations uint8 by default (ORT's u8×s8 kernels were about
-  2x faster than s8×s8 on AVX-512-VNNI x86). ARM dot-product kernels may prefer s8
-  activations: ``--activation-type s8`` — measure with ``act-policy benchmark`` on the robot.
-* Calibration: MinMax ranges over the requested observations.
+* INT8: the backbone's convolutions, residual Adds and max-pool (about two thirds of the MACs;
+  INT8 residual chains avoid a dequantize/quantize pair around every block), the input
+  projections and every weight matrix of the transformer.
+* Float: each camera's first convolution, the transformer's residual Adds and the action head
+  (with the attention MatMuls, Softmax and LayerNorm, which are never quantized).
+* Weights s8 per output channel; activations u8. On ARM s8 activations gave bit-identical
+  actions with 3.7 % fewer instructions (``--activation-type s8``; /work/shared/arm_rig, MinMax
+  graphs); on this x86 (AVX2) s8 was less accurate, so x86 checks use u8.
+* Activation ranges: the 99.999th percentile of each tensor over the calibration observations
+  (less error than MinMax at the same instruction count).
 """
 
 from __future__ import annotations
@@ -179,9 +182,8 @@ class _Reader(CalibrationDataReader):
 
 
 # Measured in benchmarks/int8_recipe.md: percentile ranges beat MinMax at the same structure (and so
-# the same instruction count); s8 activations give ARM the same actions with fewer instructions.
-DEFAULT_RECIPE = Recipe(frozenset({"backbone_stem", "transformer_add", "action_head"}), calibration="percentile",
-                        activation_type="s8")
+# the same instruction count).
+DEFAULT_RECIPE = Recipe(frozenset({"backbone_stem", "transformer_add", "action_head"}), calibration="percentile")
 
 
 Feeds = Callable[[], Iterable[dict[str, np.ndarray]]]
