@@ -165,7 +165,7 @@ def _cell(value: float | None, spec: str, suffix: str = "") -> str:
 
 def format_table(report: dict[str, Any]) -> str:
     header = ("backend", "threads", "p50 ms", "p95 ms", "p99 ms", "speedup", "GMAC/s", "rel L2 norm",
-              "max |bias| σ", "max abs σ", "rel L2")
+              "max abs bias σ", "max abs σ", "rel L2")
     rows = [header]
     for name, r in report["backends"].items():
         f = r["fidelity"]
