@@ -41,12 +41,16 @@ def test_report_has_every_documented_field(bundle: Path, tmp_path: Path, capsys:
         assert r["threads"] == 1 and r["runs"] == 3
         assert 0 < r["p50_ms"] <= r["p95_ms"] <= r["p99_ms"]
         assert set(r["fidelity"]) == {"max_abs", "max_abs_normalized", "mean_abs", "rel_l2", "rel_l2_normalized",
-                                      "observations"}
+                                      "max_abs_bias_normalized", "per_joint", "observations", "normalized_unit"}
+        assert len(r["fidelity"]["per_joint"]) == report["action_dim"]
         assert r["gmac_per_s"] == pytest.approx(r["macs"] / r["p50_ms"] / 1e6)
     baseline = report["backends"]["cpu_fp32"]
     assert baseline["speedup_vs_cpu_fp32"] == 1 and baseline["fidelity"]["max_abs"] == 0
     assert report["bars"]["onnx_fp32_max_abs_normalized"] <= 1e-4
     assert report["bars"]["cpu_int8_rel_l2"] == report["backends"]["cpu_int8"]["fidelity"]["rel_l2"]
+    int8 = report["backends"]["cpu_int8"]["fidelity"]
+    assert report["bars"]["cpu_int8_rel_l2_normalized"] == int8["rel_l2_normalized"]
+    assert report["bars"]["cpu_int8_max_abs_bias_normalized"] == int8["max_abs_bias_normalized"]
     printed = capsys.readouterr().out
     assert "| cpu_int8 " in printed and "relative L2" in printed
 
@@ -87,7 +91,7 @@ def test_an_emulated_backend_gets_fidelity_but_no_latency_figure(hailort, quanti
     assert set(rows) == {"cpu_fp32", "hailo (emulated)", "onnx_fp32"}
     assert [rows["hailo (emulated)"][c] for c in LATENCY_COLUMNS] == ["emulated"] * len(LATENCY_COLUMNS)
     assert all(rows["onnx_fp32"][c] != "emulated" for c in LATENCY_COLUMNS)
-    assert rows["hailo (emulated)"]["rel L2"].endswith(" %")
+    assert rows["hailo (emulated)"]["rel L2"].endswith(" %") and rows["hailo (emulated)"]["rel L2 norm"].endswith(" %")
     report = json.loads(out.read_text())["backends"]
     hailo = report["hailo"]
     assert hailo["emulated"] is True and hailo["runs"] == 0 and hailo["head"] == "int8"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -15,7 +16,8 @@ from act_policy.core.synthetic import synthetic_observations
 from act_policy.export.bundle import HEAD_GRAPH, HEAD_INT8_GRAPH, INT8_GRAPH, POLICY_FILE, sha256_file
 from act_policy.export.calibration import CalibrationError, calibration_observations, npz_observations
 from act_policy.export.fidelity import compare, held_out_observations
-from act_policy.export.quantize import quantize_bundle
+from act_policy.export.onnx_export import flat_inputs
+from act_policy.export.quantize import DEFAULT_RECIPE, NODE_GROUPS, Recipe, node_group, quantize_bundle, quantize_graph
 
 SPEC = tiny_policy_artifacts().spec
 CAMERA = SPEC.cameras[0].name
@@ -53,6 +55,15 @@ def test_episodes_are_sampled_evenly_across_all_files(tmp_path: Path) -> None:
     assert chosen == [0, 5, 9, 14]  # round(linspace(0, 14, 4))
     first = next(iter(npz_observations(tmp_path, SPEC, 4)))
     assert first[CAMERA].shape == (64, 80, 3) and first[CAMERA].dtype == np.uint8
+
+
+def test_held_out_steps_are_the_ones_calibration_does_not_use(tmp_path: Path) -> None:
+    write_episode(tmp_path / "episode.npz", recorded(10))
+    calibration = [o[STATE][0] for o in calibration_observations(tmp_path, SPEC, {}, 4)]
+    held_out = [o[STATE][0] for o in calibration_observations(tmp_path, SPEC, {}, 4, held_out=3)]
+    assert calibration == [0, 3, 6, 9]
+    assert held_out == [1, 4, 8]  # evenly over the unused steps 1, 2, 4, 5, 7, 8
+    assert [o[STATE][0] for o in calibration_observations(tmp_path, SPEC, {}, 10, held_out=3)] == []
 
 
 def test_renamed_keys_from_the_checkpoint_rename_map_are_accepted(tmp_path: Path) -> None:
@@ -133,8 +144,10 @@ def test_quantize_from_recorded_observations(quantized: Path, tmp_path: Path) ->
     calib = tmp_path / "calib"
     calib.mkdir()
     write_episode(calib / "episode.npz", recorded(4))
-    record = quantize_bundle(bundle, calib, 4, progress=lambda _: None, activation_type="s8")
+    recipe = dataclasses.replace(DEFAULT_RECIPE, activation_type="s8")
+    record = quantize_bundle(bundle, calib, 4, progress=lambda _: None, recipe=recipe)
     assert record["calibration_source"] == str(calib) and record["activation_type"] == "s8"
+    assert record["recipe"] == recipe.describe()
     policy = load_policy(bundle, backend="cpu_int8", num_threads=1)
     assert policy.predict_chunk(recorded(1)[0]).shape == (SPEC.config.chunk_size, 6)
 
@@ -173,3 +186,94 @@ def test_int8_head_is_as_accurate_on_backbone_features_as_the_int8_whole_network
             errors.append(float(np.linalg.norm(b - a) / np.linalg.norm(a)))
     # normalized actions of a tiny random model: both around 14 %; a head calibrated on the wrong ranges is far off
     assert 0 < np.mean(head_errors) < 1.25 * np.mean(whole_errors), (head_errors, whole_errors)
+
+
+def _weight_is_quantized(model, node) -> bool:
+    """A Conv/Gemm runs in INT8 when its weight comes through a DequantizeLinear (QDQ format)."""
+    producers = {o: n for n in model.graph.node for o in n.output}
+    producer = producers.get(node.input[1])
+    return producer is not None and producer.op_type == "DequantizeLinear"
+
+
+def test_every_weighted_node_belongs_to_the_group_named_by_its_module(quantized: Path) -> None:
+    import onnx
+
+    model = onnx.load(str(quantized / "act_fp32.onnx"), load_external_data=False)
+    inputs = {i.name for i in model.graph.input}
+    groups = {n.name: node_group(n, inputs) for n in model.graph.node if n.op_type in ("Conv", "Gemm", "Add")}
+    assert set(groups.values()) == set(NODE_GROUPS)  # the tiny model has every kind of node
+    assert groups["/model/backbone/conv1/Conv"] == "backbone_stem"
+    assert groups["/model/encoder_img_feat_input_proj/Conv"] == "input_projections"
+    assert groups["/model/encoder_robot_state_input_proj/Gemm"] == "input_projections"
+    backbone = {n: g for n, g in groups.items() if "/backbone/layer" in n}
+    assert all(g == ("backbone_add" if n.endswith("/Add") else "backbone") for n, g in backbone.items())
+    assert "backbone_add" in backbone.values()
+    assert all(g == "encoder_ffn" for n, g in groups.items() if "/encoder/" in n and "/linear" in n)
+
+
+def test_the_default_recipe_keeps_exactly_its_float_groups_in_float(quantized: Path) -> None:
+    import onnx
+
+    fp32 = onnx.load(str(quantized / "act_fp32.onnx"), load_external_data=False)
+    int8 = onnx.load(str(quantized / INT8_GRAPH))
+    inputs = {i.name for i in fp32.graph.input}
+    group = {n.name: node_group(n, inputs) for n in fp32.graph.node if n.op_type in ("Conv", "Gemm")}
+    weighted = [n for n in int8.graph.node if n.op_type in ("Conv", "Gemm")]
+    assert {n.name for n in weighted} == set(group)
+    for node in weighted:
+        expected_float = group[node.name] in DEFAULT_RECIPE.float_groups or any(
+            p in node.name for p in DEFAULT_RECIPE.float_patterns)
+        assert _weight_is_quantized(int8, node) != expected_float, (node.name, group[node.name])
+    assert any(_weight_is_quantized(int8, n) for n in weighted)
+    record = json.loads((quantized / POLICY_FILE).read_text())["quantization"]
+    assert record["recipe"] == DEFAULT_RECIPE.describe()
+
+
+def test_bias_correction_removes_the_mean_per_joint_offset_on_the_calibration_observations(quantized: Path,
+                                                                                          tmp_path: Path) -> None:
+    import onnxruntime as ort
+
+    reference = load_policy(quantized, backend="cpu_fp32", num_threads=1)
+    names = json.loads((quantized / POLICY_FILE).read_text())["graphs"]["inputs"]
+    observations = list(synthetic_observations(SPEC, reference.artifacts.input_stats, 6, seed=5))
+
+    def feeds():
+        return (dict(zip(names, flat_inputs(reference.preprocess(o)), strict=True)) for o in observations)
+
+    fp32 = ort.InferenceSession(str(quantized / "act_fp32.onnx"))
+    offsets = {}
+    for correct in (False, True):
+        recipe = Recipe(frozenset({"backbone_stem", "action_head"}), bias_correction=correct)
+        graph = tmp_path / f"int8_{correct}.onnx"
+        quantize_graph(quantized / "act_fp32.onnx", graph, feeds, recipe, len(observations), lambda _: None)
+        int8 = ort.InferenceSession(str(graph))
+        diffs = [int8.run(None, f)[0] - fp32.run(None, f)[0] for f in feeds()]
+        offsets[correct] = np.abs(np.mean(diffs, axis=(0, 1, 2))).max()
+    assert offsets[False] > 1e-3  # INT8 rounding leaves a per-joint offset on a tiny random model
+    assert offsets[True] < 1e-5  # the float head's bias absorbs exactly that mean
+
+
+@pytest.mark.parametrize(("recipe", "message"), [
+    (dict(float_groups=frozenset({"backbone", "attention"})), r"float groups \['attention'\] unknown"),
+    (dict(float_groups=frozenset(), bias_correction=True), "keep 'action_head' in float"),
+    (dict(float_groups=frozenset(), calibration="kl"), "calibration method 'kl'"),
+    (dict(float_groups=frozenset(), activation_type="s16"), "activation type 's16'"),
+])
+def test_a_bad_recipe_is_refused_before_calibration(recipe: dict, message: str) -> None:
+    from act_policy.core.errors import CheckpointError
+
+    with pytest.raises(CheckpointError, match=message):
+        Recipe(**recipe)
+
+
+def test_the_cli_options_printed_for_a_recipe_select_that_recipe() -> None:
+    import argparse
+
+    from act_policy.tools.quantize import add_arguments, recipe_from_args, recipe_options
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert recipe_from_args(parser.parse_args(["bundle"])) == DEFAULT_RECIPE
+    other = Recipe(frozenset({"backbone_stem", "action_head"}), ("/backbone/layer2/",), "percentile", 99.9, "s8",
+                   True)
+    assert recipe_from_args(parser.parse_args(["bundle", *recipe_options(other)])) == other

@@ -331,7 +331,7 @@ def test_no_latency_number_is_printed_or_plotted_for_an_emulated_backend(tiny_ch
                     num_threads=1)
     _header, fp32_line, emulated_line = console_table(result)
     assert emulated_line.split()[:2] == [emulated_backend, "-"]  # no recorded actions
-    after_errors = emulated_line.split(maxsplit=3)[3]  # what follows name, vs recorded, vs cpu_fp32
+    after_errors = emulated_line.split(maxsplit=5)[5]  # after name, vs recorded, vs cpu_fp32 (raw, norm L2, bias)
     assert after_errors.startswith("emulated") and not NUMBER.search(after_errors), emulated_line
     assert f" {verdict} 30 Hz" in fp32_line
     text = write_report(result, tmp_path / "out").read_text()

@@ -9,9 +9,11 @@ policy's commands would have caused, so errors grow where the policy would have 
 
 Per backend this computes the per-joint mean and max absolute error against the recorded
 actions and against ``cpu_fp32`` (always run first as the reference; ``onnx_fp32`` on an install
-without torch, see :func:`~act_policy.backends.reference_backend`), end-to-end latency
-percentiles (pre-process + network + post-process, as ``Policy.last_times`` measures them)
-and whether the control rate would be met with asynchronous scheduling:
+without torch, see :func:`~act_policy.backends.reference_backend`) — also in normalized action
+units, per joint, by :func:`act_policy.export.fidelity.compare` as benchmark and quantize report
+them —, end-to-end latency percentiles (pre-process + network + post-process, as
+``Policy.last_times`` measures them) and whether the control rate would be met with asynchronous
+scheduling:
 
 **Control-rate criterion** — the node's ``async`` schedule (act_policy/runtime/realtime.py,
 ``ActionSchedule``). Let ``T = 1 / rate`` be the control period, ``C`` the chunk size, ``n``
@@ -50,6 +52,7 @@ from act_policy.core.diagnostics import Summary, summarize
 from act_policy.core.errors import BackendError, SettingError
 from act_policy.core.policy import Policy
 from act_policy.data.episode import DatasetError, Episode
+from act_policy.export.fidelity import compare
 
 Progress = Callable[[str, int, int], None]  # (backend, step, total)
 
@@ -129,6 +132,7 @@ class BackendRun:
     rate: RateCheck | None  # None when emulated: a stand-in's latency says nothing about the device
     vs_recorded: JointErrors | None = None
     vs_reference: JointErrors | None = None
+    fidelity: dict[str, Any] | None = None  # export.fidelity.compare vs the reference: normalized, per joint
     description: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -171,6 +175,7 @@ class ReplayResult:
                     "inference_only_ms": None if r.emulated else summarize(r.inference_ms).as_dict(),
                     "error_vs_recorded": r.vs_recorded.as_dict(names) if r.vs_recorded else None,
                     f"error_vs_{self.reference}": r.vs_reference.as_dict(names) if r.vs_reference else None,
+                    f"fidelity_vs_{self.reference}": r.fidelity,
                     "control_rate": None if r.rate is None else {
                         "rate_hz": r.rate.rate_hz, "chunk_size": r.rate.chunk_size,
                         "n_action_steps": r.rate.n_action_steps, "refill_threshold": r.rate.refill_threshold,
@@ -280,5 +285,6 @@ def replay(artifacts: PolicyArtifacts, episode: Episode, backends: Sequence[str]
             run.vs_recorded = JointErrors.between(actions, episode.actions)
         if runs:
             run.vs_reference = JointErrors.between(actions, runs[0].actions)
+            run.fidelity = compare(runs[0].actions, actions, artifacts, names)
         runs.append(run)
     return ReplayResult(episode, names, runs)

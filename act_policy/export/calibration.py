@@ -137,10 +137,13 @@ def _inspect(path: Path, spec: PolicySpec) -> _Episode:
     return _Episode(path, 1 if length is None else length, length is not None)
 
 
-def npz_observations(folder: str | Path, spec: PolicySpec, samples: int) -> Iterator[dict[str, np.ndarray]]:
+def npz_observations(folder: str | Path, spec: PolicySpec, samples: int,
+                     held_out: int = 0) -> Iterator[dict[str, np.ndarray]]:
     """``samples`` observations spread evenly over the recordings in ``folder`` (or the one ``.npz`` file).
 
-    Every file is checked (keys, shapes, dtypes, count) before the first observation is returned.
+    With ``held_out`` > 0: instead, up to that many observations spread evenly over the steps the
+    calibration with ``samples`` does NOT use. Every file is checked (keys, shapes, dtypes,
+    count) before the first observation is returned.
     """
     folder = Path(folder)
     if not folder.exists():
@@ -157,12 +160,21 @@ def npz_observations(folder: str | Path, spec: PolicySpec, samples: int) -> Iter
     if total < samples:
         raise CalibrationError(f"{folder}: {total} observations in {len(episodes)} .npz files, "
                                f"but {samples} calibration samples were requested")
-    return _read(episodes, _spread(total, samples), spec)
+    return _read(episodes, _chosen(total, samples, held_out), spec)
 
 
 def _spread(total: int, samples: int) -> list[int]:
     """``samples`` distinct indices evenly spaced over ``range(total)`` (``samples <= total``)."""
     return sorted(set(np.linspace(0, total - 1, samples).round().astype(int).tolist()))
+
+
+def _chosen(total: int, samples: int, held_out: int) -> list[int]:
+    """The calibration steps, or (``held_out`` > 0) up to ``held_out`` steps evenly spread over the others."""
+    calibration = _spread(total, samples)
+    if held_out <= 0:
+        return calibration
+    rest = sorted(set(range(total)) - set(calibration))
+    return [rest[i] for i in _spread(len(rest), min(held_out, len(rest)))] if rest else []
 
 
 def _read(episodes: list[_Episode], wanted: list[int], spec: PolicySpec) -> Iterator[dict[str, np.ndarray]]:
@@ -179,9 +191,10 @@ def _read(episodes: list[_Episode], wanted: list[int], spec: PolicySpec) -> Iter
             yield {name: (a[i] if episode.batched else a) for name, a in arrays.items()}
 
 
-def recorded_observations(recording: Recording, spec: PolicySpec,
-                          samples: int) -> Iterator[dict[str, np.ndarray]]:
-    """``samples`` observations spread evenly over a LeRobot dataset episode or a rosbag2.
+def recorded_observations(recording: Recording, spec: PolicySpec, samples: int,
+                          held_out: int = 0) -> Iterator[dict[str, np.ndarray]]:
+    """``samples`` observations spread evenly over a LeRobot dataset episode or a rosbag2
+    (``held_out`` > 0: the steps not used for calibration instead, as :func:`npz_observations`).
 
     The recording is opened and checked against ``spec`` (features, resolutions, topics) and
     its length compared with ``samples`` before the first observation is returned.
@@ -192,7 +205,7 @@ def recorded_observations(recording: Recording, spec: PolicySpec,
         raise CalibrationError(f"{recording}: {len(episode)} observations, but {samples} calibration samples were "
                                f"requested{hint}")
     keys = {f.name: recorded_name(spec, f.name) for f in spec.inputs}
-    return _steps(episode.observations(), _spread(len(episode), samples), keys)
+    return _steps(episode.observations(), _chosen(len(episode), samples, held_out), keys)
 
 
 def _steps(observations: Iterator[dict[str, np.ndarray]], wanted: list[int],
@@ -224,16 +237,23 @@ def calibration_source(calib: str | Path | Recording | None, episode: int = 0,
 
 
 def calibration_observations(source: str | Path | Recording | None, spec: PolicySpec, stats: dict,
-                             samples: int) -> Iterator[dict[str, np.ndarray]]:
-    """Observations from ``source`` (see the module docstring), keyed by the policy's feature names."""
+                             samples: int, held_out: int = 0) -> Iterator[dict[str, np.ndarray]]:
+    """Observations from ``source`` (see the module docstring), keyed by the policy's feature names.
+
+    ``held_out`` > 0 gives, instead, up to that many observations of a recorded source that a
+    calibration with ``samples`` does not use (none when it uses every step); for synthetic
+    scenes, :func:`act_policy.export.fidelity.held_out_observations` is the held-out set.
+    """
     if samples < 1:
         raise CalibrationError(f"calibration needs at least 1 sample, got {samples}")
     source = calibration_source(source)
+    if source is None and held_out > 0:
+        raise ValueError("synthetic calibration scenes have no held-out steps; use fidelity.held_out_observations")
     if source is None:
         log.warning("calibrating on SYNTHETIC scenes, not your robot's camera images: INT8 accuracy on the "
                     "real robot is unknown. Record observations and pass --calib FOLDER, DATASET or BAG for "
                     "deployment.")
         return synthetic_observations(spec, stats, samples, seed=CALIBRATION_SEED, dt=SYNTHETIC_DT)
     if isinstance(source, Recording):
-        return recorded_observations(source, spec, samples)
-    return npz_observations(source, spec, samples)
+        return recorded_observations(source, spec, samples, held_out)
+    return npz_observations(source, spec, samples, held_out)

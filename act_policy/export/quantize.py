@@ -6,18 +6,21 @@ while the backbones run on the NPU. Both are calibrated on the same observations
 its real inputs, the feature maps ``backbone_HxW.onnx`` computes from them, and both keep the
 same operations in float (the head is the whole network minus the backbones).
 
-What is quantized, and why (measured on the seeded default-size demo model, see benchmarks/):
+A :class:`Recipe` says what is quantized: nodes are grouped by what they compute
+(:data:`NODE_GROUPS`) and whole groups stay float; ``act-policy quantize`` exposes every field.
+The default, :data:`DEFAULT_RECIPE`, was chosen by measurement (benchmarks/int8_recipe.md, with
+the per-group sensitivity report and the candidates tried):
 
-* Conv, Gemm (all weight matrices of the transformer), the backbone's residual Add and MaxPool:
-  this is where the MACs are, and keeping the backbone's residual chain in INT8 avoids a
-  dequantize/quantize pair around every block.
-* Kept in float: each camera's first convolution (its 3-channel input is quantized badly and it
-  was the largest single error source), the attention MatMuls and Softmax (activation ×
-  activation), LayerNorm and the transformer's residual Adds, and the action head.
-* Weights int8 per output channel; activations uint8 by default (ORT's u8×s8 kernels were about
-  2x faster than s8×s8 on AVX-512-VNNI x86). ARM dot-product kernels may prefer s8
-  activations: ``--activation-type s8`` — measure with ``act-policy benchmark`` on the robot.
-* Calibration: MinMax ranges over the requested observations.
+* INT8: the backbone's convolutions, residual Adds and max-pool (about two thirds of the MACs;
+  INT8 residual chains avoid a dequantize/quantize pair around every block), the input
+  projections and every weight matrix of the transformer.
+* Float: each camera's first convolution, the transformer's residual Adds and the action head
+  (with the attention MatMuls, Softmax and LayerNorm, which are never quantized).
+* Weights s8 per output channel; activations u8. On ARM s8 activations gave bit-identical
+  actions with 3.7 % fewer instructions (``--activation-type s8``; /work/shared/arm_rig, MinMax
+  graphs); on this x86 (AVX2) s8 was less accurate, so x86 checks use u8.
+* Activation ranges: MinMax over the calibration observations (the 99.999th percentile was
+  better at 96x128 but worse at 480x640 on both policies measured).
 """
 
 from __future__ import annotations
@@ -25,8 +28,9 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,18 +57,84 @@ log = logging.getLogger(__name__)
 
 QUANTIZED_OPS = ("Conv", "Gemm", "Add", "MaxPool")
 ACTIVATION_TYPES = ("u8", "s8")
+CALIBRATION_METHODS = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+                       "entropy": CalibrationMethod.Entropy}
+
+# Every node of a QUANTIZED_OPS type belongs to one group, named by what it computes; a recipe
+# keeps whole groups in float. Names follow the exported graph's module paths (/model/backbone/...,
+# /model/encoder/layers.N/self_attn/...); the decoder's nodes are the remaining transformer ones.
+NODE_GROUPS = {
+    "backbone_stem": "each camera's first convolution (3-channel image input)",
+    "backbone": "the rest of the ResNet backbone's convolutions, and its max-pool",
+    "backbone_add": "the backbone's residual Adds",
+    "input_projections": "encoder_img_feat_input_proj (1x1 conv) and the state/env-state projections",
+    "encoder_attention": "the encoder's q/k/v and output projections",
+    "encoder_ffn": "the encoder's feed-forward linear1/linear2",
+    "decoder_attention": "the decoder's cross-attention projections",
+    "decoder_ffn": "the decoder's feed-forward linear1/linear2",
+    "transformer_add": "the transformer's residual and position-embedding Adds",
+    "action_head": "the final Linear to the action chunk",
+}
 
 
-def float_nodes(model: Any) -> list[str]:
-    """Names of nodes of ``QUANTIZED_OPS`` types to keep in float (see module docstring)."""
+def node_group(node: Any, graph_inputs: set[str]) -> str:
+    """The :data:`NODE_GROUPS` key of a node of a ``QUANTIZED_OPS`` type."""
+    name = node.name
+    if "action_head" in name:
+        return "action_head"
+    if "input_proj" in name:
+        return "input_projections"
+    if "/backbone/" in name:
+        if node.op_type == "Add":
+            return "backbone_add"
+        return "backbone_stem" if node.op_type == "Conv" and node.input[0] in graph_inputs else "backbone"
+    if node.op_type == "Add":
+        return "transformer_add"
+    part = "encoder" if "/encoder/" in name else "decoder"
+    return f"{part}_{'ffn' if '/linear' in name else 'attention'}"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How to quantize: which groups stay float, how activation ranges are calibrated, fix-ups after.
+
+    ``bias_correction``: after quantizing, the mean error of the (float) action head's output over
+    the calibration observations, per joint, is added to the head's bias (empirical bias
+    correction applied at the last layer), removing the systematic per-joint offset INT8
+    rounding leaves. Needs ``action_head`` in ``float_groups``.
+    """
+
+    float_groups: frozenset[str]
+    float_patterns: tuple[str, ...] = ()  # nodes whose name contains one of these also stay float
+    calibration: str = "minmax"
+    percentile: float = 99.999
+    activation_type: str = "u8"
+    bias_correction: bool = False
+
+    def __post_init__(self) -> None:
+        activation_quant_type(self.activation_type)
+        if self.calibration not in CALIBRATION_METHODS:
+            raise CheckpointError(f"calibration method {self.calibration!r}; expected one of "
+                                  f"{sorted(CALIBRATION_METHODS)}")
+        unknown = sorted(self.float_groups - set(NODE_GROUPS))
+        if unknown:
+            raise CheckpointError(f"float groups {unknown} unknown; expected some of {list(NODE_GROUPS)}")
+        if self.bias_correction and "action_head" not in self.float_groups:
+            raise CheckpointError("bias correction adjusts the float action head: keep 'action_head' in float")
+
+    def describe(self) -> dict[str, Any]:
+        return {"float_groups": sorted(self.float_groups), "float_patterns": list(self.float_patterns),
+                "calibration": self.calibration,
+                **({"percentile": self.percentile} if self.calibration == "percentile" else {}),
+                "activation_type": self.activation_type, "bias_correction": self.bias_correction}
+
+
+def float_nodes(model: Any, recipe: Recipe) -> list[str]:
+    """Names of nodes of ``QUANTIZED_OPS`` types that ``recipe`` keeps in float."""
     inputs = {i.name for i in model.graph.input}
-    keep = []
-    for node in model.graph.node:
-        first_conv = node.op_type == "Conv" and node.input[0] in inputs
-        transformer_add = node.op_type == "Add" and "/backbone/" not in node.name
-        if first_conv or transformer_add or "action_head" in node.name:
-            keep.append(node.name)
-    return keep
+    return [node.name for node in model.graph.node
+            if node.op_type in QUANTIZED_OPS and (node_group(node, inputs) in recipe.float_groups
+                                                  or any(p in node.name for p in recipe.float_patterns))]
 
 
 def activation_quant_type(activation_type: str) -> QuantType:
@@ -73,16 +143,37 @@ def activation_quant_type(activation_type: str) -> QuantType:
     return QuantType.QUInt8 if activation_type == "u8" else QuantType.QInt8
 
 
+CALIBRATION_BATCH = 8  # observations ONNX Runtime's calibrator holds at once (see _Reader)
+
+
+def calibration_stride(samples: int) -> int:
+    """The largest divisor of ``samples`` up to CALIBRATION_BATCH (ONNX Runtime needs an exact division)."""
+    return max(d for d in range(1, min(samples, CALIBRATION_BATCH) + 1) if samples % d == 0)
+
+
 class _Reader(CalibrationDataReader):
-    """ONNX Runtime CalibrationDataReader over normalized inputs; counts what it hands out."""
+    """ONNX Runtime CalibrationDataReader over normalized inputs; counts what it hands out.
+
+    ORT's calibrators keep every intermediate tensor of every observation they are fed before
+    reducing them (histograms for percentile/entropy: ~80 MB per 480x640 observation, 5 GB for
+    64). Fed through ``set_range`` in strides (ORT's ``CalibStridedMinMax``, whose loop works for
+    every method: ranges and histograms are merged across calls), only a stride is held at once.
+    """
 
     def __init__(self, feeds: Iterator[dict[str, np.ndarray]], samples: int, progress: Progress) -> None:
         self.feeds, self.samples, self.progress = feeds, samples, progress
         self.count = 0
+        self.end = samples
         self.started = time.perf_counter()
 
+    def __len__(self) -> int:
+        return self.samples
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self.end = end_index
+
     def get_next(self) -> dict[str, np.ndarray] | None:
-        feed = next(self.feeds, None)
+        feed = next(self.feeds, None) if self.count < self.end else None
         if feed is not None:
             self.count += 1
             if self.count % max(1, self.samples // 10) == 0 or self.count == self.samples:
@@ -111,33 +202,81 @@ def _without_preprocessing_advice() -> Iterator[None]:
         root.removeFilter(advice)
 
 
-def quantize_graph(src: Path, dst: Path, feeds: Iterable[dict[str, np.ndarray]], excluded_nodes: Sequence[str],
-                   samples: int, progress: Progress, activation_type: str = "u8") -> None:
-    """Statically quantize ONNX graph ``src`` into ``dst``, calibrated on exactly ``samples`` ``feeds``.
+# Measured in benchmarks/int8_recipe.md: of the recipes tried, none was more accurate at 480x640 with
+# >= 2.5x fewer A76 instructions (percentile ranges helped at 96x128 but hurt at 480x640).
+DEFAULT_RECIPE = Recipe(frozenset({"backbone_stem", "transformer_add", "action_head"}))
 
-    ``feeds`` map the graph's input names to arrays; ``excluded_nodes`` stay in float. ``dst``
-    appears only when quantization succeeded (written next to it first, then renamed).
+
+Feeds = Callable[[], Iterable[dict[str, np.ndarray]]]
+
+
+def quantize_graph(src: Path, dst: Path, feeds: Feeds, recipe: Recipe, samples: int,
+                   progress: Progress) -> list[str]:
+    """Statically quantize ONNX graph ``src`` into ``dst`` by ``recipe``, calibrated on exactly ``samples`` feeds.
+
+    ``feeds()`` yields dicts mapping the graph's input names to arrays (called again for bias
+    correction). ``dst`` appears only when quantization succeeded (written next to it first,
+    then renamed). Returns the names of the nodes kept in float.
     """
-    quant_type = activation_quant_type(activation_type)
-    reader = _Reader(iter(feeds), samples, progress)
-    progress(f"quantizing {src.name}: {', '.join(QUANTIZED_OPS)} to INT8 ({activation_type} activations, "
-             f"per-channel s8 weights), {len(excluded_nodes)} nodes kept in float")
+    excluded = float_nodes(onnx.load(str(src), load_external_data=False), recipe)
+    reader = _Reader(iter(feeds()), samples, progress)
+    progress(f"quantizing {src.name}: {', '.join(QUANTIZED_OPS)} to INT8 ({recipe.activation_type} activations, "
+             f"per-channel s8 weights, {recipe.calibration} calibration), {len(excluded)} nodes kept in float")
     with tempfile.TemporaryDirectory(dir=dst.parent) as tmp, _without_preprocessing_advice():
         output = Path(tmp) / dst.name
         quantize_static(
             str(src), str(output), reader,
             quant_format=QuantFormat.QDQ,
             op_types_to_quantize=list(QUANTIZED_OPS),
-            nodes_to_exclude=list(excluded_nodes),
+            nodes_to_exclude=excluded,
             per_channel=True,
-            activation_type=quant_type,
+            activation_type=activation_quant_type(recipe.activation_type),
             weight_type=QuantType.QInt8,
-            calibrate_method=CalibrationMethod.MinMax,
+            calibrate_method=CALIBRATION_METHODS[recipe.calibration],
+            extra_options={"CalibPercentile": recipe.percentile, "CalibStridedMinMax": calibration_stride(samples)},
         )
         if reader.count != samples:
             raise CalibrationError(f"{dst.name}: calibration yielded {reader.count} observations, "
                                    f"{samples} were requested")
+        if recipe.bias_correction:
+            correct_output_bias(src, output, feeds(), progress)
         output.replace(dst)
+    return excluded
+
+
+def _action_head_bias(model: Any) -> onnx.TensorProto:
+    """The bias initializer of the graph's float action-head Gemm."""
+    initializers = {t.name: t for t in model.graph.initializer}
+    heads = [n for n in model.graph.node if n.op_type == "Gemm" and "action_head" in n.name and len(n.input) == 3]
+    if len(heads) != 1 or heads[0].input[2] not in initializers:
+        raise CheckpointError(f"bias correction: expected one float action_head Gemm with a bias, found "
+                              f"{[n.name for n in heads]}")
+    return initializers[heads[0].input[2]]
+
+
+def correct_output_bias(reference: Path, quantized: Path, feeds: Iterable[dict[str, np.ndarray]],
+                        progress: Progress) -> np.ndarray:
+    """Add the mean per-joint output error of ``quantized`` vs ``reference`` over ``feeds`` to its action-head bias.
+
+    Both graphs output normalized action chunks ``(1, chunk, A)``; the correction (A,) is in
+    normalized action units and is returned. ``quantized`` is rewritten in place.
+    """
+    import onnxruntime as ort
+    from onnx import numpy_helper
+
+    sessions = [ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]) for p in (reference, quantized)]
+    errors = []
+    for feed in feeds:
+        expected, got = (s.run(None, feed)[0] for s in sessions)
+        errors.append((expected - got).reshape(-1, expected.shape[-1]).mean(0))
+    correction = np.mean(errors, axis=0)
+    model = onnx.load(str(quantized))
+    bias = _action_head_bias(model)
+    bias.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(bias) + correction.astype(np.float32), bias.name))
+    onnx.save(model, str(quantized))
+    progress(f"bias correction over {len(errors)} observations: max |offset| {np.abs(correction).max():.4f} "
+             "(normalized action units) removed from the action head")
+    return correction
 
 
 def _head_feeds(bundle: Path, document: dict[str, Any],
@@ -158,15 +297,15 @@ def _head_feeds(bundle: Path, document: dict[str, Any],
 
 
 def quantize_bundle(bundle: str | Path, source: str | Path | Recording | None, samples: int, progress: Progress,
-                    activation_type: str = "u8", head: bool = False, allow_missing_stats: bool = False
+                    recipe: Recipe = DEFAULT_RECIPE, head: bool = False, allow_missing_stats: bool = False
                     ) -> dict[str, Any]:
     """Calibrate on ``samples`` observations from ``source``; add ``act_int8.onnx`` (and, with ``head``,
-    ``head_int8.onnx`` for the Hailo hybrid path: a second calibration, so only when asked) to the bundle.
+    ``head_int8.onnx`` for the Hailo hybrid path: a second calibration, so only when asked) to the bundle,
+    quantized by ``recipe``.
 
     Returns the ``quantization`` record stored in policy.json. CheckpointError when the bundle
     has a normalized feature without stats (see ``PolicyArtifacts.missing_stats``), unless allowed.
     """
-    activation_quant_type(activation_type)  # before minutes of calibration
     bundle = Path(bundle)
     document = read_policy_document(bundle)
     fp32 = verified_file(bundle, FP32_GRAPH, document)
@@ -176,16 +315,18 @@ def quantize_bundle(bundle: str | Path, source: str | Path | Recording | None, s
     policy = reference_policy(artifacts)
     names = document["graphs"]["inputs"]
     # Read once and kept as read (uint8 images: 64 frames of one 480x640 camera are 59 MB, a
-    # quarter of their float32 form), normalized again for each graph calibrated on them.
+    # quarter of their float32 form), normalized again each time a graph is fed them.
     observations = list(calibration_observations(source, artifacts.spec, artifacts.input_stats, samples))
-    normalized = (policy.preprocess(o) for o in observations)
-    excluded = float_nodes(onnx.load(str(fp32), load_external_data=False))
-    quantize_graph(fp32, bundle / INT8_GRAPH, (dict(zip(names, flat_inputs(i), strict=True)) for i in normalized),
-                   excluded, samples, progress, activation_type)
+
+    def feeds() -> Iterator[dict[str, np.ndarray]]:
+        return (dict(zip(names, flat_inputs(policy.preprocess(o)), strict=True)) for o in observations)
+
+    excluded = quantize_graph(fp32, bundle / INT8_GRAPH, feeds, recipe, samples, progress)
     record: dict[str, Any] = {
         "graph": INT8_GRAPH,
-        "method": "onnxruntime static QDQ, MinMax calibration",
-        "activation_type": activation_type,
+        "method": f"onnxruntime static QDQ, {recipe.calibration} calibration",
+        "recipe": recipe.describe(),
+        "activation_type": recipe.activation_type,
         "weight_type": "s8 per-channel",
         "quantized_ops": list(QUANTIZED_OPS),
         "float_nodes": excluded,
@@ -194,10 +335,10 @@ def quantize_bundle(bundle: str | Path, source: str | Path | Recording | None, s
     }
     document["files"][INT8_GRAPH] = ""
     if head_graph is not None:
-        head_excluded = float_nodes(onnx.load(str(head_graph), load_external_data=False))
-        normalized = (policy.preprocess(o) for o in observations)
-        quantize_graph(head_graph, bundle / HEAD_INT8_GRAPH, _head_feeds(bundle, document, normalized), head_excluded,
-                       samples, progress, activation_type)
+        def head_feeds() -> Iterator[dict[str, np.ndarray]]:
+            return _head_feeds(bundle, document, (policy.preprocess(o) for o in observations))
+
+        head_excluded = quantize_graph(head_graph, bundle / HEAD_INT8_GRAPH, head_feeds, recipe, samples, progress)
         record["head"] = {"graph": HEAD_INT8_GRAPH, "float_nodes": head_excluded,
                           "calibration_inputs": "backbone feature maps of the calibration observations"}
         document["files"][HEAD_INT8_GRAPH] = ""

@@ -25,9 +25,16 @@ from pathlib import Path
 from act_policy.core.policy import load_policy
 from act_policy.core.synthetic import DEMO_NAME
 from act_policy.export import reference_policy, stderr_progress
-from act_policy.export.calibration import SYNTHETIC, CalibrationError, calibration_source
-from act_policy.export.fidelity import compare, held_out_observations
-from act_policy.export.quantize import ACTIVATION_TYPES, quantize_bundle
+from act_policy.export.calibration import SYNTHETIC, CalibrationError, calibration_observations, calibration_source
+from act_policy.export.fidelity import compare, held_out_observations, summary_line
+from act_policy.export.quantize import (
+    ACTIVATION_TYPES,
+    CALIBRATION_METHODS,
+    DEFAULT_RECIPE,
+    NODE_GROUPS,
+    Recipe,
+    quantize_bundle,
+)
 from act_policy.tools.options import add_allow_missing_stats_argument
 from act_policy.tools.recording_options import add_recording_arguments, bag_options
 
@@ -41,8 +48,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"folder of .npz observations, LeRobot dataset, rosbag2, or '{SYNTHETIC}' (default)")
     parser.add_argument("--samples", type=int, default=DEFAULT_SAMPLES,
                         help=f"calibration observations to use (default {DEFAULT_SAMPLES})")
-    parser.add_argument("--activation-type", choices=ACTIVATION_TYPES, default="u8",
-                        help="INT8 activation type: u8 (default, fastest on x86 VNNI) or s8 (try on ARM)")
+    recipe = parser.add_argument_group("recipe (defaults: the measured recipe of benchmarks/int8_recipe.md)")
+    recipe.add_argument("--float-groups", default=",".join(sorted(DEFAULT_RECIPE.float_groups)),
+                        help="comma-separated node groups kept in float, of: " + ", ".join(NODE_GROUPS)
+                             + f" (default {','.join(sorted(DEFAULT_RECIPE.float_groups))}; '' quantizes all)")
+    recipe.add_argument("--float-nodes", default=",".join(DEFAULT_RECIPE.float_patterns),
+                        help="comma-separated parts of node names kept in float as well, e.g. /backbone/layer2/")
+    recipe.add_argument("--calibration", choices=sorted(CALIBRATION_METHODS), default=DEFAULT_RECIPE.calibration,
+                        help=f"activation range calibration (default {DEFAULT_RECIPE.calibration})")
+    recipe.add_argument("--percentile", type=float, default=DEFAULT_RECIPE.percentile,
+                        help=f"with --calibration percentile (default {DEFAULT_RECIPE.percentile})")
+    recipe.add_argument("--bias-correction", action=argparse.BooleanOptionalAction,
+                        default=DEFAULT_RECIPE.bias_correction,
+                        help="remove the mean per-joint INT8 offset measured on the calibration observations "
+                             f"(default {'on' if DEFAULT_RECIPE.bias_correction else 'off'})")
+    recipe.add_argument("--activation-type", choices=ACTIVATION_TYPES, default=DEFAULT_RECIPE.activation_type,
+                        help=f"INT8 activation type (default {DEFAULT_RECIPE.activation_type}); u8 and s8 give "
+                             "identical actions on ARM")
     parser.add_argument("--head", action="store_true",
                         help="also calibrate head_int8.onnx, the CPU half of the hailo backend's hybrid mode "
                              "(a second calibration; without it that mode runs head.onnx in float)")
@@ -50,7 +72,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_recording_arguments(parser)
 
 
+def recipe_from_args(args: argparse.Namespace) -> Recipe:
+    groups = frozenset(g.strip() for g in args.float_groups.split(",") if g.strip())
+    patterns = tuple(p.strip() for p in args.float_nodes.split(",") if p.strip())
+    return Recipe(groups, patterns, args.calibration, args.percentile, args.activation_type, args.bias_correction)
+
+
+def recipe_options(recipe: Recipe) -> list[str]:
+    """The command-line options that select ``recipe``."""
+    options = [f"--float-groups={','.join(sorted(recipe.float_groups))}"]
+    options += [f"--float-nodes={','.join(recipe.float_patterns)}"] if recipe.float_patterns else []
+    options.append(f"--calibration={recipe.calibration}")
+    if recipe.calibration == "percentile":
+        options.append(f"--percentile={recipe.percentile:g}")
+    options += ["--bias-correction" if recipe.bias_correction else "--no-bias-correction",
+                f"--activation-type={recipe.activation_type}"]
+    return options
+
+
 def run(args: argparse.Namespace) -> int:
+    recipe = recipe_from_args(args)  # before minutes of calibration
     source = calibration_source(args.calib, args.episode, bag_options(args))
     if args.bundle == DEMO_NAME and not Path(args.bundle).exists():
         if source is not None:
@@ -60,16 +101,24 @@ def run(args: argparse.Namespace) -> int:
         from act_policy.export.demo_bundle import demo_bundle
 
         args.bundle = str(demo_bundle([], args.samples))
-    record = quantize_bundle(args.bundle, source, args.samples, stderr_progress, args.activation_type,
-                             head=args.head, allow_missing_stats=args.allow_missing_stats)
-    stderr_progress("checking act_int8.onnx against the float32 torch model")
+    record = quantize_bundle(args.bundle, source, args.samples, stderr_progress, recipe, head=args.head,
+                             allow_missing_stats=args.allow_missing_stats)
+    stderr_progress("checking act_int8.onnx against the float32 torch model on held-out observations")
     int8 = load_policy(args.bundle, backend="cpu_int8")
     reference = reference_policy(int8.artifacts)
-    held_out = held_out_observations(int8.artifacts, CHECK_SAMPLES)
-    errors = compare([reference.predict_chunk(o) for o in held_out], [int8.predict_chunk(o) for o in held_out],
-                     int8.artifacts)
+    spec, stats = int8.artifacts.spec, int8.artifacts.input_stats
+    held_out = {f"{CHECK_SAMPLES} held-out synthetic scenes": held_out_observations(int8.artifacts, CHECK_SAMPLES)}
+    if source is not None:  # steps of the same recording that calibration did not use
+        recorded = list(calibration_observations(source, spec, stats, args.samples, held_out=CHECK_SAMPLES))
+        if recorded:
+            held_out = {f"{len(recorded)} held-out steps of {source}": recorded, **held_out}
     print(f"wrote {args.bundle}/{record['graph']}: calibrated on {record['calibration_samples']} observations "
-          f"({record['calibration_source']}), {record['activation_type']} activations; vs float32 on "
-          f"{CHECK_SAMPLES} synthetic scenes: relative L2 {errors['rel_l2'] * 100:.2f} % "
-          f"({errors['rel_l2_normalized'] * 100:.2f} % normalized), max abs {errors['max_abs']:.4g} (action units)")
+          f"({record['calibration_source']}), recipe {' '.join(recipe_options(recipe))}")
+    for what, observations in held_out.items():
+        errors = compare([reference.predict_chunk(o) for o in observations],
+                         [int8.predict_chunk(o) for o in observations], int8.artifacts)
+        print(f"vs float32 on {what} (not used for calibration): {summary_line(errors)}")
+        for joint, e in errors["per_joint"].items():
+            print(f"  {joint}: bias {e['bias']:+.4f} sigma, RMS {e['rms']:.4f} sigma, "
+                  f"relative L2 {e['rel_l2'] * 100:.2f} %")
     return 0

@@ -87,16 +87,20 @@ def _progress(backend: str, step: int, total: int) -> None:
 
 def console_table(result: ReplayResult) -> list[str]:
     """One line per backend: errors, latency and rate verdict (errors only for an emulated backend)."""
-    lines = [f"{'backend':<20}{'err vs rec':>12}{'err vs fp32':>12}{'p50 ms':>9}{'p95 ms':>9}{'budget':>9}  rate"]
+    lines = [f"{'backend':<20}{'err vs rec':>12}{'err vs fp32':>12}{'norm L2':>9}{'|bias| σ':>9}{'p50 ms':>9}"
+             f"{'p95 ms':>9}{'budget':>9}  rate"]
     for r in result.runs:
         rec = f"{r.vs_recorded.mean.mean():.4g}" if r.vs_recorded else "-"
         ref = f"{r.vs_reference.mean.mean():.4g}" if r.vs_reference else "-"
+        f = r.fidelity
+        ref = f"{ref:>12}" + (f"{f['rel_l2_normalized'] * 100:>8.2f}%{f['max_abs_bias_normalized']:>9.3f}"
+                              if f else f"{'-':>9}{'-':>9}")
         if r.rate is None:  # a stand-in runtime: its latency is not the device's
-            lines.append(f"{r.backend:<20}{rec:>12}{ref:>12}{'emulated':>9}{'-':>9}{'-':>9}  "
+            lines.append(f"{r.backend:<20}{rec:>12}{ref}{'emulated':>9}{'-':>9}{'-':>9}  "
                          "emulated: no latency, no verdict")
             continue
         verdict = "met" if r.rate.met else "MISSED"
-        lines.append(f"{r.backend:<20}{rec:>12}{ref:>12}{r.latency.p50:>9.1f}{r.latency.p95:>9.1f}"
+        lines.append(f"{r.backend:<20}{rec:>12}{ref}{r.latency.p50:>9.1f}{r.latency.p95:>9.1f}"
                      f"{r.rate.budget_ms:>9.1f}  {verdict} at {r.rate.rate_hz:g} Hz "
                      f"(max {r.rate.max_rate_hz:.1f} Hz)")
     return lines
