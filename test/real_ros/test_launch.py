@@ -16,15 +16,19 @@ from diagnostic_msgs.msg import DiagnosticArray
 from std_msgs.msg import Float64MultiArray
 
 from .conftest import BASE_PARAMS
-from .ros_harness import HANG_GUARD_S, diagnostic_values, ros_env, write_params
+from .ros_harness import HANG_GUARD_S, diagnostic_values, ros_env, wait_until, write_params
 
 SHARE = Path(get_package_share_directory("act_policy"))
 
 
 def ros2_cli(ros, *args: str) -> subprocess.CompletedProcess:
-    """``ros2 ARGS`` in the test's domain, without the ros2 daemon (which would outlive the test)."""
-    return subprocess.run(["ros2", *args], env=ros_env(ros.domain_id), capture_output=True, text=True,
-                          timeout=HANG_GUARD_S)
+    """``ros2 ARGS`` in the test's domain; without the ros2 daemon (which would outlive the test), a fresh CLI
+    process may not have discovered the node yet ("Node not found"): then it is simply run again."""
+    def run() -> subprocess.CompletedProcess | None:
+        done = subprocess.run(["ros2", *args], env=ros_env(ros.domain_id), capture_output=True, text=True,
+                              timeout=HANG_GUARD_S)
+        return None if "Node not found" in done.stdout + done.stderr else done
+    return wait_until(run, f"ros2 {' '.join(args)} to find the node", poll=1.0)
 
 
 def assert_clean_ctrl_c(launch) -> None:
@@ -46,12 +50,10 @@ def test_pi5_cpu_launch_with_the_demo_params_commands_is_tuned_live_and_stops_cl
 
     applied = ros2_cli(ros, "param", "set", "--no-daemon", "/act_policy", "control_rate_hz", "15")
     assert applied.returncode == 0 and "Set parameter successful" in applied.stdout, applied
-    assert ros2_cli(ros, "param", "get", "--no-daemon", "/act_policy", "control_rate_hz").stdout.strip() == \
-        "Double value is: 15.0"
+    assert ros.get_parameters("control_rate_hz") == {"control_rate_hz": 15.0}  # stored as a double
     refused = ros2_cli(ros, "param", "set", "--no-daemon", "/act_policy", "n_action_steps", "500")
     assert "Setting parameter failed: n_action_steps: expected at most chunk_size=100" in refused.stderr, refused
-    assert ros2_cli(ros, "param", "get", "--no-daemon", "/act_policy", "n_action_steps").stdout.strip() == \
-        "Integer value is: 0"  # unchanged: the checkpoint's value
+    assert ros.get_parameters("n_action_steps") == {"n_action_steps": 0}  # unchanged: the checkpoint's value
 
     assert all(math.isfinite(v) for msg in commands.messages for v in msg.data)
     # Ctrl-C ends the launch; its cleanliness is asserted with the tiny policy below: with this default-size
