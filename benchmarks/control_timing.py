@@ -290,7 +290,19 @@ def stop_launch(launch: subprocess.Popen, output: list[str], timeout: float = 30
     return {"exit_s": round(elapsed, 3), "node_exit_s": node_exit, "returncode": launch.returncode,
             "escalated": "SIGTERM" in tail or "SIGKILL" in tail,
             "finished_cleanly": "process has finished cleanly" in tail,
-            "error_lines": [ln for ln in tail.splitlines() if "ERROR" in ln or "Traceback" in ln or "RCLError" in ln]}
+            "error_lines": error_lines(tail)}
+
+
+def error_lines(text: str, context: int = 12) -> list[str]:
+    """Lines that report an error, each traceback with the lines that follow it."""
+    lines = text.splitlines()
+    found: list[str] = []
+    for i, line in enumerate(lines):
+        if "Traceback" in line:
+            found += lines[i:i + context]
+        elif "ERROR" in line or "RCLError" in line:
+            found.append(line)
+    return found
 
 
 def markdown_table(records: list[dict]) -> str:
