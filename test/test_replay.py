@@ -15,6 +15,7 @@ import pytest
 import act_policy.core.policy as policy_module
 from act_policy.backends import BACKENDS, BackendOptions
 from act_policy.backends.torch_fp32 import TorchFP32Backend
+from act_policy.core.errors import BackendError
 from act_policy.core.policy import Policy, load_artifacts
 from act_policy.core.synthetic import synthetic_observations
 from act_policy.data import CameraStream, Episode
@@ -46,7 +47,8 @@ class EmulatedBackend(OffsetBackend):
 
     @classmethod
     def check_options(cls, extra):
-        """Takes any option, to show where options go."""
+        if set(extra) - {"head"}:  # like the hailo backend, it takes a head option
+            raise BackendError(f"emulated_npu: unknown options {sorted(set(extra) - {'head'})}")
 
     def describe(self):
         return {**super().describe(), "emulated": True, "extra": dict(self.options.extra)}
