@@ -355,11 +355,10 @@ def main(args: list[str] | None = None) -> None:
     while the executor or the control thread may still be using it (rclpy#398: a "failed to initialize
     wait set" traceback, or ``RCLError: publisher's context is invalid`` from a tick); Ctrl-C under
     ``ros2 launch`` also arrives twice (the terminal signals the process group, launch forwards it), and
-    a KeyboardInterrupt would abort the cleanup half-way. Shutdown order: the executor stops taking work,
-    the callbacks already handed to its threads finish, the executor is shut down, the control thread
-    stops, the policy and the node are released, rclpy shuts down. The process then ends with
-    ``os._exit``: tearing down the interpreter with torch and ONNX Runtime loaded took 4–7 s, and it
-    would also put the signals back to their default action (a late forwarded SIGINT would kill it).
+    a KeyboardInterrupt would abort the cleanup half-way. Shutdown order: the executor stops (no callback
+    runs any more), the control thread stops, the policy and the node are released, rclpy shuts down.
+    The process then ends with ``os._exit``: tearing down the interpreter with torch and ONNX Runtime
+    loaded took 4–7 s, and it would also put the signals back to their default action.
     """
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -369,33 +368,25 @@ def main(args: list[str] | None = None) -> None:
     node = ActPolicyNode()
     executor = MultiThreadedExecutor(num_threads=EXECUTOR_THREADS)
     executor.add_node(node)
-
-    def spin() -> None:
-        while not stop.is_set():
-            executor.spin_once(timeout_sec=0.1)
-
-    spinner = threading.Thread(target=spin, name="act_policy-executor")
+    spinner = threading.Thread(target=executor.spin, name="act_policy-executor", daemon=True)
     spinner.start()
-    while spinner.is_alive() and not stop.wait(0.5):  # the spinner only ends on its own after an error
+    while spinner.is_alive() and not stop.wait(0.5):  # spin() only returns on its own after an error
         pass
-    signalled = stop.is_set()
-    stop.set()
+    executor.shutdown()
     spinner.join()
-    # rclpy 7.1 (Jazzy): MultiThreadedExecutor never shuts its worker pool down, and Executor.shutdown()
-    # neither waits for running callbacks nor keeps the guard condition that queued ones still trigger;
-    # so drain the pool first, or a callback could use what is released below
+    # rclpy 7.1 (Jazzy): Executor.shutdown() does not wait for running callbacks and MultiThreadedExecutor
+    # never shuts its worker pool down, so a callback could still use what is released below
     pool = getattr(executor, "_executor", None)
     if pool is not None:
         pool.shutdown(wait=True)
-    executor.shutdown()
     node.release_runtime(SHUTDOWN_INFERENCE_WAIT_S)  # stops the control thread before anything is destroyed
     node.destroy_node()
     rclpy.try_shutdown()
-    if not signalled:
+    if not stop.is_set():
         print("act_policy_node: the executor stopped unexpectedly (its error is above)", file=sys.stderr)
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(0 if signalled else 1)
+    os._exit(0 if stop.is_set() else 1)
 
 
 if __name__ == "__main__":
