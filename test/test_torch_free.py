@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from bundle_helpers import make_bundle
 from dataset_layout import EpisodeData, write_v21
 
 from act_policy import load_policy
@@ -57,9 +56,9 @@ def venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return python.parent
 
 
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_bundle(tmp_path_factory.mktemp("bundle") / "tiny", quantized=True)
+@pytest.fixture
+def bundle(tiny_quantized_bundle: Path) -> Path:
+    return tiny_quantized_bundle
 
 
 def test_the_venv_has_no_torch(venv: Path) -> None:
