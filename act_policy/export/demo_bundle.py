@@ -19,12 +19,15 @@ from collections.abc import Iterable
 from functools import cache
 from importlib import metadata
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from act_policy.core.errors import CheckpointError
 from act_policy.core.synthetic import DEMO_NAME, demo_artifacts
 from act_policy.export import export_bundle, stderr_progress
 from act_policy.export.bundle import HEAD_INT8_GRAPH, INT8_GRAPH, is_bundle, read_policy_document
-from act_policy.export.onnx_export import Progress
+
+if TYPE_CHECKING:  # onnx_export imports torch: a torch-free `benchmark BUNDLE` must not need it
+    from act_policy.export.onnx_export import Progress
 
 DEMO_CALIBRATION_SAMPLES = 64
 TOOLCHAIN = ("torch", "onnx", "onnxslim", "onnxruntime")

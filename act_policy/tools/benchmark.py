@@ -246,7 +246,7 @@ def summary(report: dict[str, Any]) -> str:
     lines = [f"{m['cpu']} ({m['machine']}, {m['cores']} cores), threads per backend as in the table (torch ran "
              f"{m['torch_threads'] or 'not at all'}); 1-min load average {load} before/after timing; "
              f"{macs}; errors vs {report['baseline']} on {any_backend['fidelity']['observations']} held-out "
-             f"scenes in {NORMALIZED_UNIT} (σ), per joint: bias = mean error; the last column, rel L2, is in "
+             f"scenes in {NORMALIZED_UNIT}, per joint: bias = mean error; the last column, rel L2, is in "
              "action units"]
     if report["busy_warning"]:
         lines.append("WARNING: " + report["busy_warning"])
