@@ -62,8 +62,12 @@ def test_after_a_reset_the_hold_command_keeps_being_published_and_commanding_res
 
 def test_commands_resume_after_enable_and_after_activate_while_the_cpu_is_saturated(ros, start_node, drivers,
                                                                                         cpu_hogs):
-    # inference on every CPU, requested continuously (refill at chunk - 1), plus a busy process per CPU
-    node = start_node(num_threads=len(os.sched_getaffinity(0)), refill_threshold=9, n_action_steps=10)
+    # inference on every CPU, requested continuously (refill at chunk - 1), plus a busy process per CPU.
+    # 2 Hz: a chunk (10 steps) then stays useful for 5 s. At 30 Hz its window is 0.33 s, and an inference
+    # slowed past that by the load arrives stale every time, so commands would never resume: how long the
+    # machine takes must not decide this test (the rate under load is the timing benchmark's subject)
+    node = start_node(num_threads=len(os.sched_getaffinity(0)), refill_threshold=9, n_action_steps=10,
+                      control_rate_hz=2.0)
     commands = ros.subscribe(Float64MultiArray, "/commands")
     assert ros.change_state("configure") and ros.change_state("activate")
     commands.wait("a command from the active node")
