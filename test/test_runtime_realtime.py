@@ -19,6 +19,7 @@ from act_policy.core.config import STATE_KEY
 from act_policy.core.joint_units import JointUnits
 from act_policy.core.policy import StageTimes
 from act_policy.core.scheduling import TemporalEnsembler
+from act_policy.runtime.health import HealthMonitor, Level, assess
 from act_policy.runtime.observations import ObservationCache, RawImage
 from act_policy.runtime.realtime import ActionSchedule, ControlLoop, LoopSettings
 from act_policy.runtime.safety import Hold, Limits
@@ -138,6 +139,20 @@ def test_ticks_return_while_inference_is_still_running_and_late_rows_are_skipped
     first = r.tick()
     assert first.skipped == 6 and first.command.tolist() == [6.0, 6.0]
     assert first.chunk.job.obs_step == 0 and first.chunk.times.inference_ms == 2.0
+
+
+def test_a_chunk_slower_than_its_own_window_is_dropped_and_diagnostics_say_what_to_change(rig):
+    r = rig()
+    r.policy.gate.clear()
+    for _ in range(CHUNK):  # the inference outlasts every step its chunk covers
+        r.tick()
+    r.policy.gate.set()
+    r.settle()
+    assert r.tick().hold is Hold.STARVED and r.loop.schedule.stale_chunks == 1
+    report = assess(r.loop, HealthMonitor(), backend="gated", control_rate_hz=30.0)
+    assert report.level is Level.WARN
+    assert (f"1 chunks arrived after all their actions were due: inference (p95 n/a ms) took longer than a chunk "
+            f"lasts ({CHUNK} steps = {CHUNK * 1000 / 30:.0f} ms at this rate); lower control_rate_hz") in report.message
 
 
 def test_async_mode_only_ever_sends_the_action_predicted_for_the_current_step(rig):

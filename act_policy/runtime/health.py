@@ -114,8 +114,11 @@ def assess(loop: ControlLoop, monitor: HealthMonitor, *, backend: str, control_r
     if recent["gaps"]:
         warnings.append(f"temporal ensembling can't keep up: {recent['gaps']} ticks without a fresh chunk "
                         f"(inference p95 {_ms(inference.p95)} ms vs period {period_ms:.1f} ms); use async mode")
-    if recent["stale_chunks"]:
-        warnings.append(f"{recent['stale_chunks']} chunks arrived after all their actions were due")
+    if recent["stale_chunks"]:  # the arm holds: if every chunk is this late, it never moves again
+        window_ms = schedule.chunk_size * period_ms
+        warnings.append(f"{recent['stale_chunks']} chunks arrived after all their actions were due: inference "
+                        f"(p95 {_ms(inference.p95)} ms) took longer than a chunk lasts ({schedule.chunk_size} steps "
+                        f"= {window_ms:.0f} ms at this rate); lower control_rate_hz or use a faster backend")
     if recent["overruns"]:
         warnings.append(f"{recent['overruns']} control ticks overran the {period_ms:.1f} ms period")
     if recent["missed_ticks"]:
