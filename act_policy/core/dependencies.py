@@ -111,6 +111,15 @@ def available(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
+def installed_version(distribution: str) -> str | None:
+    """The installed version of pip distribution ``distribution`` (from its metadata, so nothing is
+    imported), or None when it is not installed."""
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
 def require(module: str, purpose: str) -> ModuleType:
     """``importlib.import_module(module)``, or a :class:`MissingDependencyError` naming ``purpose``."""
     with needs(purpose):

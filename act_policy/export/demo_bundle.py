@@ -17,10 +17,10 @@ import json
 import os
 from collections.abc import Iterable
 from functools import cache
-from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from act_policy.core.dependencies import installed_version
 from act_policy.core.errors import CheckpointError
 from act_policy.core.synthetic import DEMO_NAME, demo_artifacts
 from act_policy.export import export_bundle, stderr_progress
@@ -50,17 +50,10 @@ def _source_digest() -> str:
     return digest.hexdigest()
 
 
-def _version(distribution: str) -> str | None:
-    try:
-        return metadata.version(distribution)
-    except metadata.PackageNotFoundError:
-        return None
-
-
 def cache_key(seed: int, samples: int) -> str:
     """Folder name of the demo bundle for ``seed`` calibrated on ``samples`` synthetic scenes."""
     inputs = {"seed": seed, "samples": samples, "act_policy": _source_digest(),
-              **{name: _version(name) for name in TOOLCHAIN}}
+              **{name: installed_version(name) for name in TOOLCHAIN}}
     return f"seed{seed}-calib{samples}-" + hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:16]
 
 

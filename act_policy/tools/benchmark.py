@@ -18,7 +18,6 @@ is real and reported. Backend-specific settings: ``--backend-option BACKEND.KEY=
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import platform
@@ -30,7 +29,7 @@ import numpy as np
 
 from act_policy.backends import BACKENDS, BackendOptions, backend_label, create_backend, reference_backend
 from act_policy.core.artifacts import PolicyArtifacts
-from act_policy.core.dependencies import available
+from act_policy.core.dependencies import available, installed_version
 from act_policy.core.errors import BackendError
 from act_policy.core.policy import Policy, load_artifacts
 from act_policy.core.synthetic import DEMO_NAME
@@ -73,7 +72,7 @@ def machine_info() -> dict[str, Any]:
     import onnxruntime
 
     return {"cpu": cpu, "machine": platform.machine(), "cores": os.cpu_count(), "python": platform.python_version(),
-            "torch": _version("torch"), "onnxruntime": onnxruntime.__version__}
+            "torch": installed_version("torch"), "onnxruntime": onnxruntime.__version__}
 
 
 def load_average() -> float | None:
@@ -102,10 +101,6 @@ def torch_threads() -> int | None:
     import torch
 
     return torch.get_num_threads()
-
-
-def _version(module: str) -> str | None:
-    return importlib.import_module(module).__version__ if available(module) else None
 
 
 def count_macs_if_possible(artifacts: PolicyArtifacts) -> int | None:
