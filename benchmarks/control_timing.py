@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Control-loop timing of the real node on real ROS 2 while it infers, optionally under CPU stress.
 
-For each combination of ``--backend``, ``--rate``, ``--stress`` and ``--inference-nice`` it launches
+For each combination of ``--backend``, ``--rate``, ``--stress``, ``--inference-nice`` and ``--isolation`` it launches
 ``ros2 launch act_policy pi5_cpu.launch.py`` with a generated params file (commands as
 ``sensor_msgs/JointState``, so the node's own stamps can be read), starts
 ``scripts/ros_driver_standin.py`` (camera 640x480 rgb8 at 30 Hz, joint states at 100 Hz), and records
@@ -17,7 +17,8 @@ for ``--duration`` seconds:
 
 Stress: ``inference`` makes inference continuous on every usable CPU (``num_threads`` = CPUs,
 ``refill_threshold`` = ``n_action_steps - 1``); ``inference+hog`` adds one busy-looping process per CPU at
-normal priority. ``--inference-nice 0`` is the baseline: inference at the control thread's priority.
+normal priority. ``--inference-nice 0`` is the baseline: inference at the control thread's priority;
+``--isolation thread`` vs ``process``: inference on a thread of the node, or in its child process.
 
 Needs a sourced ROS 2 with this package built (``source install/setup.bash``). Writes JSON with the command
 line, the machine and ``uptime`` before and after each run. Example (the numbers in benchmarks/README.md):
@@ -29,6 +30,7 @@ line, the machine and ``uptime`` before and after each run. Example (the numbers
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -60,10 +62,12 @@ NODE = "act_policy"
 TRANSITION_ACTIVATE, TRANSITION_DEACTIVATE = 3, 4  # lifecycle_msgs/Transition ids
 
 
-def params_yaml(backend: str, rate: float, nice: int, saturate: bool, threads: int, realtime: int) -> str:
+def params_yaml(backend: str, rate: float, nice: int, saturate: bool, threads: int, realtime: int,
+                isolation: str) -> str:
     return "\n".join([
         "/**:", "  ros__parameters:",
         f"    backend: {backend}",
+        f"    inference_isolation: {isolation}",
         f"    num_threads: {threads}",
         f"    inference_nice: {nice}",
         f"    control_realtime_priority: {realtime}",
@@ -152,7 +156,8 @@ def uptime() -> str:
     return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
 
 
-def run_one(args: argparse.Namespace, rec: Recorder, backend: str, rate: float, stress: str, nice: int) -> dict:
+def run_one(args: argparse.Namespace, rec: Recorder, backend: str, rate: float, stress: str, nice: int,
+            isolation: str) -> dict:
     cpus = len(os.sched_getaffinity(0))
     saturate = stress != "none"
     threads = cpus if saturate else args.num_threads
@@ -163,7 +168,7 @@ def run_one(args: argparse.Namespace, rec: Recorder, backend: str, rate: float, 
         rec.diagnostics.clear()
         rec.logs.clear()
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
-        f.write(params_yaml(backend, rate, nice, saturate, threads, args.control_realtime_priority))
+        f.write(params_yaml(backend, rate, nice, saturate, threads, args.control_realtime_priority, isolation))
     launch = subprocess.Popen(
         ["ros2", "launch", "act_policy", "pi5_cpu.launch.py", f"model_path:={args.bundle}", f"params_file:={f.name}"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
@@ -175,7 +180,8 @@ def run_one(args: argparse.Namespace, rec: Recorder, backend: str, rate: float, 
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     hogs: list[subprocess.Popen] = []
     result: dict[str, object] = {"backend": backend, "rate_hz": rate, "stress": stress, "inference_nice": nice,
-                                 "num_threads": threads, "control_realtime_priority": args.control_realtime_priority,
+                                 "inference_isolation": isolation, "num_threads": threads,
+                                 "control_realtime_priority": args.control_realtime_priority,
                                  "uptime_before": load_before}
     try:
         deadline = time.monotonic() + args.startup_timeout
@@ -307,14 +313,15 @@ def error_lines(text: str, context: int = 12) -> list[str]:
 
 def markdown_table(records: list[dict]) -> str:
     """One row per run of a results file written by --json."""
-    rows = ["| backend | Hz | stress | nice | FIFO | rate Hz (node) | jitter p50/p99/max ms (node) | "
+    rows = ["| backend | Hz | stress | isolation | nice | FIFO | rate Hz (node) | jitter p50/p99/max ms (node) | "
             "jitter p99/max ms (recv) | max gap ms | missed ticks | late callbacks | holds logged | "
             "inference p50 ms (n) | resume enable/activate s | exit s | load 1 min |",
-            "|" + "---|" * 16]
+            "|" + "---|" * 17]
     for record in records:
         for r in record["runs"]:
             if "failed" in r:
-                rows.append(f"| {r['backend']} | {r['rate_hz']:g} | {r['stress']} | {r['inference_nice']} | "
+                rows.append(f"| {r['backend']} | {r['rate_hz']:g} | {r['stress']} | {isolation_of(r)} | "
+                            f"{r['inference_nice']} | "
                             f"{r.get('control_realtime_priority') or 'no'} | failed: {r['failed'].splitlines()[0]} |")
                 continue
             node, recv = r.get("node_stamps", {}), r.get("receive_side", {})
@@ -322,7 +329,7 @@ def markdown_table(records: list[dict]) -> str:
             jn, jr, inf = node.get("jitter_ms", {}), recv.get("jitter_ms", {}), r.get("inference_total_ms", {})
             holds = "; ".join(h.replace("holding: ", "") for h in r.get("holds_logged", [])) or "none"
             rows.append(" | ".join([
-                "", r["backend"], f"{r['rate_hz']:g}", r["stress"], str(r["inference_nice"]),
+                "", r["backend"], f"{r['rate_hz']:g}", r["stress"], isolation_of(r), str(r["inference_nice"]),
                 str(r["control_realtime_priority"] or "no"), str(node.get("rate_hz")),
                 f"{jn.get('p50')}/{jn.get('p99')}/{jn.get('max')}", f"{jr.get('p99')}/{jr.get('max')}",
                 str(node.get("gap_ms", {}).get("max")), str(diag.get("missed control ticks")),
@@ -331,6 +338,10 @@ def markdown_table(records: list[dict]) -> str:
                 f"{resume.get('enable_to_commanding_s')}/{resume.get('activate_to_commanding_s')}",
                 str(r["shutdown"]["exit_s"]), r["uptime_before"].split("load average: ")[1].split(",")[0], ""]).strip())
     return "\n".join(rows)
+
+
+def isolation_of(run: dict) -> str:
+    return run.get("inference_isolation", "thread")  # runs recorded before the parameter existed ran in a thread
 
 
 def main() -> None:
@@ -345,6 +356,8 @@ def main() -> None:
     p.add_argument("--stress", action="append", choices=["none", "inference", "inference+hog"],
                    help="repeatable; default none")
     p.add_argument("--inference-nice", action="append", type=int, help="repeatable; default: the node's default")
+    p.add_argument("--isolation", action="append", choices=["process", "thread"],
+                   help="inference_isolation, repeatable; default: the node's default")
     p.add_argument("--num-threads", type=int, default=0, help="without stress; 0 = the node's default")
     p.add_argument("--control-realtime-priority", type=int, default=0)
     p.add_argument("--duration", type=float, default=60.0, help="measured seconds per run")
@@ -356,6 +369,7 @@ def main() -> None:
     from act_policy.runtime.parameters import SPECS
 
     nices = args.inference_nice or [SPECS["inference_nice"].default]
+    isolations = args.isolation or [SPECS["inference_isolation"].default]
     rclpy.init()
     rec = Recorder()
     executor = SingleThreadedExecutor()
@@ -370,13 +384,15 @@ def main() -> None:
         for backend in args.backend or ["cpu_int8"]:
             for rate in args.rate or [30.0]:
                 for stress in args.stress or ["none"]:
-                    for nice in nices:
-                        print(f"--- {backend} {rate:g} Hz stress={stress} inference_nice={nice}", flush=True)
+                    for nice, isolation in itertools.product(nices, isolations):
+                        print(f"--- {backend} {rate:g} Hz stress={stress} inference_nice={nice} "
+                              f"inference_isolation={isolation}", flush=True)
                         try:
-                            record["runs"].append(run_one(args, rec, backend, rate, stress, nice))
+                            record["runs"].append(run_one(args, rec, backend, rate, stress, nice, isolation))
                         except RuntimeError as exc:  # recorded, and the next run still happens
                             record["runs"].append({"backend": backend, "rate_hz": rate, "stress": stress,
-                                                   "inference_nice": nice, "failed": str(exc)})
+                                                   "inference_nice": nice, "inference_isolation": isolation,
+                                                   "failed": str(exc)})
                         print(json.dumps(record["runs"][-1], indent=1), flush=True)
                         if args.json:  # after every run: a later failure loses nothing
                             args.json.write_text(json.dumps([*existing, record], indent=1) + "\n")

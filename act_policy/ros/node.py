@@ -63,7 +63,7 @@ from act_policy.runtime.parameters import (
 )
 from act_policy.runtime.realtime import TickResult
 from act_policy.runtime.safety import Hold
-from act_policy.runtime.session import Runtime, build_runtime, load_node_policy, start_inference_worker
+from act_policy.runtime.session import Runtime, build_runtime, start_node_policy
 
 COMMAND_QOS_DEPTH = 10
 EXECUTOR_THREADS = 2  # inputs keep flowing while a service (e.g. configure loading a policy) runs
@@ -129,12 +129,7 @@ class ActPolicyNode(LifecycleNode):
     def on_configure(self, state: State) -> TransitionCallbackReturn:
         try:
             settings = validate(self._values)
-            worker = start_inference_worker(settings)
-            try:
-                policy = worker.call(lambda: load_node_policy(settings))  # pool threads inherit its priority
-            except BaseException:
-                worker.close()
-                raise
+            policy, worker, warnings = start_node_policy(settings)
             try:
                 self.runtime = build_runtime(settings, policy, worker=worker)
             except BaseException:
@@ -142,7 +137,7 @@ class ActPolicyNode(LifecycleNode):
                 policy.close()
                 raise
             self._create_interfaces(self.runtime)
-            for refused in worker.setup_messages + self.runtime.start_control(self._on_tick_result):
+            for refused in warnings + self.runtime.start_control(self._on_tick_result):
                 self.get_logger().warning(refused)
         except (ActPolicyError, OSError, ValueError) as exc:
             self.get_logger().error(f"configure failed: {exc}")

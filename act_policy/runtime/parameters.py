@@ -65,6 +65,7 @@ class ParamSpec:
 COMMAND_TYPES = ("float64_multi_array", "joint_state", "joint_trajectory")
 CHECKPOINT = "checkpoint"  # a value that means "as trained": what the checkpoint's config.json says
 SCHEDULE_MODES = (CHECKPOINT, "async", "sync", "temporal_ensemble")
+INFERENCE_ISOLATION = ("process", "thread")
 DEFAULT_ENSEMBLE_COEFF = 0.01  # ACT's and LeRobot's default, for checkpoints trained without ensembling
 
 P = ParamSpec
@@ -83,9 +84,13 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     P("num_threads", T.INT, 0, "inference threads (torch and ONNX Runtime); 0 = one less than the CPUs this "
       "process may use (`os.sched_getaffinity`), at least 1, at most 4: a CPU stays free for the control loop "
       "and the drivers", read_only=True, min=0, max=64),
-    P("inference_nice", T.INT, 10, "how many nice levels the inference thread (and the torch / ONNX Runtime "
-      "threads it creates) runs below the control, input and service threads; 0 = same priority. Never needs a "
-      "privilege", read_only=True, min=0, max=19),
+    P("inference_isolation", T.STRING, "process", "where the backend runs: `process` = a child process, so the "
+      "control tick never waits for Python code of inference (the GIL); `thread` = a thread of the node (less "
+      "memory, one process to profile; control jitter under CPU load, see docs/ros.md)", read_only=True,
+      choices=INFERENCE_ISOLATION),
+    P("inference_nice", T.INT, 10, "how many nice levels inference (the child process, or the inference thread, "
+      "and the torch / ONNX Runtime threads they create) runs below the control, input and service threads; "
+      "0 = same priority. Never needs a privilege", read_only=True, min=0, max=19),
     P("control_realtime_priority", T.INT, 0, "SCHED_FIFO priority of the control thread; 0 = normal scheduling. "
       "Needs CAP_SYS_NICE or an rtprio limit (`ulimit -r`); refused with a warning, the thread then runs at "
       "normal priority", read_only=True, min=0, max=99),

@@ -376,7 +376,11 @@ class ControlLoop:
             self._pending_reset = self._pending_activation = True
 
     def close(self, timeout: float | None = 5.0) -> bool:
-        """Stop the worker; True unless an inference was still running after ``timeout`` seconds."""
+        """Stop the worker; True unless an inference was still running after ``timeout`` seconds.
+
+        An inference in flight is cancelled first where the backend can stop one: no one needs its result."""
+        if self._cancel is not None and self.worker.busy:
+            self._cancel()
         return self.worker.close(timeout)
 
     # ------------------------------------------------------------------ the tick

@@ -13,10 +13,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from act_policy.backends import BackendOptions, backend_label, create_backend, fallback_warning
+from act_policy.backends import BackendOptions, backend_label, fallback_warning
 from act_policy.core.joint_units import JointUnits
 from act_policy.core.policy import Policy, load_policy
-from act_policy.core.synthetic import demo_artifacts
 from act_policy.runtime.cpu_scheduling import (
     default_inference_threads,
     lower_current_thread_priority,
@@ -24,6 +23,7 @@ from act_policy.runtime.cpu_scheduling import (
     usable_cpus,
 )
 from act_policy.runtime.health import HealthMonitor, Report, assess
+from act_policy.runtime.inference_process import LoadRequest, ProcessBackend
 from act_policy.runtime.observations import ObservationCache
 from act_policy.runtime.parameters import (
     CHECKPOINT,
@@ -49,23 +49,44 @@ from act_policy.runtime.realtime import (
 from act_policy.runtime.recorder import ObservationRecorder
 from act_policy.runtime.ticker import Ticker
 
-DEMO_MODEL = "demo"
-
 
 def load_node_policy(settings: Mapping[str, Any]) -> Policy:
-    """The policy named by ``model_path`` on ``backend``; ``demo`` = seeded weights (plumbing tests only)."""
-    path = settings["model_path"]
-    if not path:
+    """The policy named by ``model_path`` on ``backend``, loaded in the calling thread (``demo``: seeded
+    weights, for plumbing tests only)."""
+    return load_policy(_model_path(settings), settings["backend"], num_threads=inference_threads(settings),
+                       device=settings["device"], backend_options=json.loads(settings["backend_options"]))
+
+
+def start_node_policy(settings: Mapping[str, Any]) -> tuple[Policy, InferenceWorker, list[str]]:
+    """The node's policy and the worker thread that runs it, isolated as ``inference_isolation`` says, and the
+    warnings of what the system refused (e.g. lowering a priority). Blocks while the policy loads.
+
+    * ``process``: the backend runs in a child process ``inference_nice`` levels lower
+      (:class:`~act_policy.runtime.inference_process.ProcessBackend`); the worker thread stays at the node's
+      priority: it pre- and post-processes and otherwise waits for the child without holding the GIL.
+    * ``thread``: the worker thread runs ``inference_nice`` levels lower and loads the policy itself, so that
+      the backend's pool threads inherit that priority.
+    """
+    if settings["inference_isolation"] == "process":
+        backend = ProcessBackend.start(LoadRequest(
+            _model_path(settings), settings["backend"],
+            BackendOptions(num_threads=inference_threads(settings), device=settings["device"],
+                           extra=json.loads(settings["backend_options"])),
+            settings["inference_nice"]))
+        return Policy(backend.artifacts, backend), InferenceWorker(), backend.warnings
+    worker = start_inference_worker(settings)
+    try:
+        policy = worker.call(lambda: load_node_policy(settings))  # pool threads inherit the worker's priority
+    except BaseException:
+        worker.close()
+        raise
+    return policy, worker, worker.setup_messages
+
+
+def _model_path(settings: Mapping[str, Any]) -> str:
+    if not settings["model_path"]:
         raise ParameterError("model_path: expected a LeRobot pretrained_model folder or deploy bundle, got ''")
-    options = json.loads(settings["backend_options"])
-    threads = inference_threads(settings)
-    if path == DEMO_MODEL:
-        artifacts = demo_artifacts()
-        backend = create_backend(settings["backend"], artifacts,
-                                 BackendOptions(num_threads=threads, device=settings["device"], extra=options))
-        return Policy(artifacts, backend)
-    return load_policy(path, settings["backend"], num_threads=threads, device=settings["device"],
-                       backend_options=options)
+    return settings["model_path"]
 
 
 def inference_threads(settings: Mapping[str, Any]) -> int:

@@ -54,8 +54,10 @@ def test_an_inactive_node_is_a_normal_state_not_a_warning(ros, start_node):
     node = start_node()
     diagnostics = ros.subscribe(DiagnosticArray, "/diagnostics")
     assert ros.change_state("configure")
-    level, _, _ = diagnostic_values(holding_because(diagnostics, "holding: node not active"))
-    assert level == 0  # OK in /diagnostics ...
+    level, message, _ = diagnostic_values(holding_because(diagnostics, "holding: node not active"))
+    # OK in /diagnostics, unless the machine itself earns a warning (e.g. ticks missed under load): then the
+    # message names it after the hold
+    assert level == 0 or message != "holding: node not active", message
     holding_because(diagnostics, "holding: node not active", after=len(diagnostics))
     assert not [line for line in node.lines("WARN") if "not active" in line], node.output  # ... and in the log
     assert ros.change_state("activate") and ros.change_state("deactivate")

@@ -1,0 +1,249 @@
+"""Inference in a child process, so that the control loop never waits for the GIL held by inference code.
+
+With inference on a thread of the node's own process, every control tick needs CPython's GIL, which the
+inference thread's Python code (the backend's glue, pre- and post-processing) holds for up to the switch
+interval; and when that thread runs niced on a busy CPU, it can be preempted *while holding the GIL*, so the
+tick waits until the scheduler runs the low-priority thread again (priority inversion: at 30 Hz with inference
+and a CPU hog on both cores of the 2-core test machine, jitter p99 55 ms, see benchmarks/README.md). A child
+process has its own interpreter: the node keeps its input callbacks, services and control tick, and the child
+runs the network at a lower priority without ever blocking them.
+
+:class:`ProcessBackend` is a :class:`~act_policy.backends.Backend` whose :meth:`~ProcessBackend.infer` sends the
+normalized inputs to the child and waits for its chunk; normalization and scheduling stay in the node, so
+every registered backend runs isolated without knowing it.
+
+Private protocol (both ends in this module) over two connections the parent creates:
+
+* ``jobs`` (duplex): parent → child one :class:`LoadRequest`; child → parent ``("ready", artifacts without
+  weights, describe() facts, warnings)`` or ``("failed", exception)``; then per inference parent → child
+  ``(seq, ModelInputs)`` and child → parent ``(seq, chunk or None, error text or None)``.
+* ``cancels`` (parent → child): the ``seq`` of an inference to stop (ONNX Runtime can; a torch forward pass
+  cannot, its result is then discarded by the caller). End of file on it means the parent is gone (closed,
+  crashed or killed): the child exits at once, also in the middle of an inference.
+
+Messages are pickled (:mod:`multiprocessing.connection`) between the node and the child it started; nothing
+is unpickled from a file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import threading
+import traceback
+from dataclasses import dataclass, replace
+from multiprocessing import Pipe
+from multiprocessing.connection import Connection
+from typing import Any
+
+import numpy as np
+
+from act_policy.backends.base import Backend, BackendOptions, ModelInputs
+from act_policy.core.artifacts import PolicyArtifacts
+from act_policy.core.errors import ActPolicyError, BackendError
+
+# The child's entry. The parent's sys.path comes first, so that the child imports exactly the act_policy (and
+# the runtimes) the node runs, wherever it was started from. The priority is lowered before anything else is
+# imported: every thread inherits its creator's, and numpy's BLAS starts its threads at import.
+_BOOTSTRAP = """
+import json, sys
+sys.path[:] = json.loads(sys.argv[1])
+from act_policy.runtime.cpu_scheduling import lower_current_thread_priority
+refused = lower_current_thread_priority(int(sys.argv[4]))
+from act_policy.runtime.inference_process import serve
+serve(int(sys.argv[2]), int(sys.argv[3]), refused)
+"""
+
+
+@dataclass(frozen=True)
+class LoadRequest:
+    """What the child loads: ``source`` as :func:`act_policy.core.policy.load_artifacts` reads it (a LeRobot
+    checkpoint, a deploy bundle or ``demo``), on backend ``backend`` with ``options``; the child runs ``nice``
+    levels below the node (0: the node's priority)."""
+
+    source: str
+    backend: str
+    options: BackendOptions
+    nice: int = 0
+
+
+class ProcessBackend(Backend):
+    """Runs backend ``request.backend`` in a child process; start one with :meth:`start`.
+
+    :meth:`infer` blocks its (the node's inference worker) thread in a socket read, which holds no GIL;
+    :meth:`cancel` is one small write and never blocks the control thread. A child that dies makes
+    :meth:`infer` raise :class:`BackendError` with its exit status (its own error output precedes it in the
+    node's log); it is not restarted: reconfigure the node to start a new one.
+    """
+
+    name = "process"
+
+    def __init__(self, artifacts: PolicyArtifacts, options: BackendOptions, facts: dict[str, Any],
+                 child: subprocess.Popen, jobs: Connection, cancels: Connection, warnings: list[str]) -> None:
+        super().__init__(artifacts, options)
+        self._facts = facts
+        self._child = child
+        self._jobs = jobs
+        self._cancels = cancels
+        self.warnings = warnings  # what the child could not do (e.g. lower its priority), for the node's log
+        self._lock = threading.Lock()  # one inference at a time on the one connection
+        self._seq = 0
+        self._running: int | None = None
+
+    @classmethod
+    def start(cls, request: LoadRequest) -> ProcessBackend:
+        """Start the child, have it load the policy and return the backend bound to it; blocks while it loads.
+
+        ``artifacts`` of the result are the child's without weights (spec, statistics, source): all the node
+        needs to pre- and post-process. Errors of loading (CheckpointError, BackendError, MissingDependencyError
+        ...) are raised here as the child raised them.
+        """
+        jobs, child_jobs = Pipe(duplex=True)
+        child_cancels, cancels = Pipe(duplex=False)
+        fds = (child_jobs.fileno(), child_cancels.fileno())
+        child = subprocess.Popen([sys.executable, "-c", _BOOTSTRAP, json.dumps(sys.path), *map(str, fds),
+                                  str(request.nice)], pass_fds=fds, stdin=subprocess.DEVNULL)
+        child_jobs.close()  # the child holds the only other ends: its exit is our end of file
+        child_cancels.close()
+        try:
+            jobs.send(request)
+            reply = jobs.recv()
+        except (EOFError, OSError) as exc:
+            _stop(child, jobs, cancels)
+            raise BackendError(f"the inference process (pid {child.pid}) exited while loading {request.source!r} "
+                               f"with status {child.returncode}; its error output is above") from exc
+        if reply[0] == "failed":
+            _stop(child, jobs, cancels)
+            raise reply[1]
+        _, artifacts, facts, warnings = reply
+        return cls(artifacts, request.options, facts, child, jobs, cancels, warnings)
+
+    @property
+    def pid(self) -> int:
+        return self._child.pid
+
+    def infer(self, inputs: ModelInputs) -> np.ndarray:
+        with self._lock:
+            self._seq += 1
+            seq = self._running = self._seq
+            try:
+                self._jobs.send((seq, inputs))
+                answered, chunk, error = self._jobs.recv()
+            except (EOFError, OSError) as exc:
+                raise BackendError(self._exit_text()) from exc
+            finally:
+                self._running = None
+        if answered != seq:  # cannot happen with one request at a time; a protocol error must not pass silently
+            raise BackendError(f"the inference process answered request {answered}, expected {seq}")
+        if error is not None:
+            raise BackendError(f"in the inference process (pid {self.pid}): {error}")
+        return chunk
+
+    def cancel(self) -> None:
+        seq = self._running
+        if seq is not None:
+            with contextlib.suppress(OSError):  # the child is gone; infer reports it
+                self._cancels.send(seq)
+
+    def describe(self) -> dict[str, Any]:
+        return {**self._facts, "inference_process": self.pid}
+
+    def close(self, timeout: float = 5.0) -> None:
+        """End the child (at once, also during an inference: that :meth:`infer` then raises BackendError)."""
+        _stop(self._child, self._jobs, self._cancels, timeout)
+
+    def _exit_text(self) -> str:
+        try:
+            status = self._child.wait(timeout=1.0)
+        except subprocess.TimeoutExpired:
+            status = None
+        what = f"exited with status {status}" if status is not None else "stopped answering"
+        if status is not None and status < 0:
+            what += f" (signal {signal.Signals(-status).name})"
+        return (f"the inference process (pid {self.pid}) {what}; its error output, if any, is above. Deactivate, "
+                "clean up and configure the node to start a new one")
+
+
+def _stop(child: subprocess.Popen, jobs: Connection, cancels: Connection, timeout: float = 5.0) -> None:
+    cancels.close()  # end of file: the child exits at once
+    try:
+        child.wait(timeout)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.wait()
+    jobs.close()
+
+
+# ---------------------------------------------------------------------------------------------- the child
+def serve(jobs_fd: int, cancels_fd: int, refused_priority: str | None = None) -> None:
+    """The child process: load what the parent asks for, then answer inference requests until it goes away.
+
+    ``refused_priority``: why the bootstrap could not lower the priority, if it could not (sent as a warning)."""
+    # Ctrl-C in a terminal signals the whole process group; the node decides when its inference process ends
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    jobs, cancels = Connection(jobs_fd), Connection(cancels_fd, writable=False)
+    request: LoadRequest = jobs.recv()
+    backend = _load(request, jobs, [refused_priority] if refused_priority else [])
+    if backend is None:
+        return
+    lock = threading.Lock()
+    running: list[int | None] = [None]
+
+    def listen_for_cancels() -> None:
+        while True:
+            try:
+                seq = cancels.recv()
+            except (EOFError, OSError):
+                os._exit(0)  # the parent is gone: no one wants the result, and the CPU is better used elsewhere
+            with lock:
+                if running[0] == seq:
+                    backend.cancel()
+
+    threading.Thread(target=listen_for_cancels, name="act_policy-cancels", daemon=True).start()
+    while True:
+        try:
+            seq, inputs = jobs.recv()
+        except (EOFError, OSError):
+            os._exit(0)
+        with lock:
+            running[0] = seq
+        try:
+            reply = (seq, backend.infer(inputs), None)
+        except Exception as exc:  # reported to the parent, which turns it into a diagnostic
+            reply = (seq, None, f"{type(exc).__name__}: {exc}")
+        with lock:
+            running[0] = None
+        try:
+            jobs.send(reply)
+        except OSError:
+            os._exit(0)
+
+
+def _load(request: LoadRequest, jobs: Connection, warnings: list[str]) -> Backend | None:
+    from act_policy.backends import create_backend
+    from act_policy.core.policy import load_artifacts
+
+    try:
+        artifacts = load_artifacts(request.source)
+        backend = create_backend(request.backend, artifacts, request.options)
+    except Exception as exc:
+        if not isinstance(exc, ActPolicyError):  # unexpected: the traceback stays here, in the node's output
+            traceback.print_exc()
+        jobs.send(("failed", _transferable(exc)))
+        return None
+    jobs.send(("ready", replace(artifacts, weights={}), backend.describe(), warnings))
+    return backend
+
+
+def _transferable(exc: Exception) -> Exception:
+    """``exc`` if it survives pickling (the parent re-raises it as it is), else a BackendError with its text."""
+    try:
+        pickle.loads(pickle.dumps(exc))
+    except Exception:
+        return BackendError(f"loading in the inference process failed: {type(exc).__name__}: {exc}")
+    return exc

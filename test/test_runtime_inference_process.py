@@ -1,0 +1,169 @@
+"""Inference in a child process (inference_isolation: process): same results, its own priority, its own lifetime."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from act_policy.backends import BackendOptions, ModelInputs, create_backend
+from act_policy.core.errors import BackendError, CheckpointError
+from act_policy.core.policy import Policy, load_artifacts
+from act_policy.runtime.inference_process import LoadRequest, ProcessBackend
+from act_policy.runtime.parameters import validate
+from act_policy.runtime.realtime import InferenceWorker
+from act_policy.runtime.session import start_node_policy
+
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc; nice is per thread on Linux")
+ONE_THREAD = BackendOptions(num_threads=1)
+
+
+def inputs_for(policy: Policy, seed: int) -> ModelInputs:
+    rng = np.random.default_rng(seed)
+    observation = {f.name: rng.integers(0, 256, (f.shape[1], f.shape[2], 3), dtype=np.uint8)
+                   for f in policy.spec.cameras}
+    observation[policy.spec.state.name] = rng.normal(size=policy.spec.state.shape).astype(np.float32)
+    return policy.preprocess(observation)
+
+
+@pytest.fixture
+def isolated(tiny_bundle: Path):
+    backend = ProcessBackend.start(LoadRequest(str(tiny_bundle), "onnx_fp32", ONE_THREAD))
+    yield backend
+    backend.close()
+
+
+def wait_for(condition, what: str, timeout: float = 60.0) -> None:
+    """Hang guard only: the condition is expected within milliseconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+def process_gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return True
+    return state in ("Z", "X")  # exited; a zombie waits only for its new parent to reap it
+
+
+def nice_values(pid: int) -> dict[str, int]:
+    """Nice value of every thread of ``pid`` (field 19 of /proc/PID/task/TID/stat)."""
+    values = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        values[task.name] = int(fields[16])
+    return values
+
+
+def test_the_child_computes_exactly_what_the_backend_computes_in_the_node(isolated, tiny_bundle):
+    artifacts = load_artifacts(tiny_bundle)
+    local = create_backend("onnx_fp32", artifacts, ONE_THREAD)
+    policy = Policy(isolated.artifacts, isolated)
+    for seed in range(3):
+        inputs = inputs_for(policy, seed)
+        np.testing.assert_array_equal(isolated.infer(inputs), local.infer(inputs))
+
+
+def test_the_node_gets_the_policys_description_without_its_weights(isolated, tiny_bundle):
+    artifacts = load_artifacts(tiny_bundle)
+    assert isolated.artifacts.spec == artifacts.spec
+    assert dict(isolated.artifacts.weights) == {}
+    facts = isolated.describe()
+    assert facts["backend"] == "onnx_fp32" and facts["threads"] == 1
+    assert facts["inference_process"] == isolated.pid != os.getpid()
+
+
+@linux_only
+def test_the_child_and_every_thread_it_starts_run_at_the_requested_nice_level(tiny_bundle):
+    mine = os.getpriority(os.PRIO_PROCESS, 0)
+    backend = ProcessBackend.start(LoadRequest(str(tiny_bundle), "onnx_fp32", BackendOptions(num_threads=2), nice=7))
+    try:
+        backend.infer(inputs_for(Policy(backend.artifacts, backend), 0))  # pools exist once it has run
+        niceness = nice_values(backend.pid)
+        assert len(niceness) >= 3  # main, cancel listener, ONNX Runtime's second intra-op thread
+        assert set(niceness.values()) == {min(19, mine + 7)}
+        assert backend.warnings == []
+    finally:
+        backend.close()
+
+
+def test_load_errors_are_raised_in_the_node_as_the_child_raised_them(tmp_path):
+    with pytest.raises(CheckpointError, match=str(tmp_path / "nowhere")):
+        ProcessBackend.start(LoadRequest(str(tmp_path / "nowhere"), "onnx_fp32", ONE_THREAD))
+
+
+def test_backend_errors_at_load_name_the_setting(tiny_bundle):
+    with pytest.raises(BackendError, match="backend 'onnx_fp32' takes no backend options, got \\['typo'\\]"):
+        ProcessBackend.start(LoadRequest(str(tiny_bundle), "onnx_fp32", BackendOptions(extra={"typo": 1})))
+
+
+def test_a_failed_inference_is_a_backend_error_and_the_child_keeps_serving(isolated):
+    policy = Policy(isolated.artifacts, isolated)
+    good = inputs_for(policy, 0)
+    with pytest.raises(BackendError, match=r"in the inference process \(pid \d+\): "):
+        isolated.infer(ModelInputs([good.images[0][:, :, :10]], good.state))
+    assert isolated.infer(good).shape == (policy.chunk_size, policy.action_dim)
+
+
+def test_a_child_that_died_makes_inference_fail_with_its_exit_status(isolated):
+    policy = Policy(isolated.artifacts, isolated)
+    os.kill(isolated.pid, signal.SIGKILL)
+    with pytest.raises(BackendError, match=r"exited with status -9 \(signal SIGKILL\).*configure the node"):
+        isolated.infer(inputs_for(policy, 0))
+
+
+def test_ctrl_c_in_the_terminal_does_not_stop_the_child(isolated):
+    """SIGINT reaches the whole process group; the node alone decides when its inference process ends."""
+    policy = Policy(isolated.artifacts, isolated)
+    os.kill(isolated.pid, signal.SIGINT)
+    time.sleep(0.2)  # a child that dies of it would be gone by now
+    assert isolated.infer(inputs_for(policy, 0)).shape == (policy.chunk_size, policy.action_dim)
+
+
+def test_closing_ends_the_child(tiny_bundle):
+    backend = ProcessBackend.start(LoadRequest(str(tiny_bundle), "onnx_fp32", ONE_THREAD))
+    backend.close()
+    assert process_gone(backend.pid)
+
+
+@linux_only
+def test_the_child_exits_at_once_when_the_node_is_killed(tiny_bundle, tmp_path):
+    script = textwrap.dedent(f"""
+        import os, signal, sys
+        from act_policy.backends import BackendOptions
+        from act_policy.runtime.inference_process import LoadRequest, ProcessBackend
+        backend = ProcessBackend.start(LoadRequest({str(tiny_bundle)!r}, "onnx_fp32", BackendOptions(num_threads=1)))
+        print(backend.pid, flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    node = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert node.returncode == -signal.SIGKILL, node.stderr
+    child = int(node.stdout.split()[0])
+    wait_for(lambda: process_gone(child), f"the orphaned inference process {child} to exit")
+
+
+def test_the_node_runs_inference_in_a_child_process_by_default(tiny_bundle):
+    settings = validate({"model_path": str(tiny_bundle), "backend": "onnx_fp32", "num_threads": 1,
+                         "joint_names": [f"j{i}" for i in range(6)], "camera_topics": ["front=/cam"]})
+    assert settings["inference_isolation"] == "process"
+    policy, worker, warnings = start_node_policy(settings)
+    try:
+        assert isinstance(policy.backend, ProcessBackend) and isinstance(worker, InferenceWorker)
+        assert warnings == []
+        observation = {camera: np.zeros((64, 80, 3), np.uint8) for camera in policy.camera_names}
+        chunk = policy.predict_chunk(observation | {"observation.state": np.zeros(6, np.float32)})
+        assert chunk.shape == (policy.chunk_size, 6) and np.isfinite(chunk).all()
+    finally:
+        worker.close()
+        policy.close()
