@@ -16,11 +16,12 @@ from act_policy.runtime.cpu_scheduling import (
     current_thread_nice,
     default_inference_threads,
     lower_current_thread_priority,
+    make_current_thread_normal,
     make_current_thread_realtime,
     usable_cpus,
 )
 from act_policy.runtime.realtime import InferenceWorker
-from act_policy.runtime.session import inference_threads, start_inference_worker
+from act_policy.runtime.session import inference_threads, start_handover_worker, start_inference_worker
 from act_policy.runtime.ticker import Ticker, next_deadline
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice values are Linux's")
@@ -109,6 +110,35 @@ def test_real_time_priority_is_applied_or_refused_with_the_reason():
     else:
         assert "runs at normal priority" in refused and ("rtprio" in refused or "Linux" in refused)
         assert policy != getattr(os, "SCHED_FIFO", object())
+
+
+def test_a_real_time_thread_can_always_return_to_normal_scheduling():
+    def attempt():
+        make_current_thread_realtime(10)  # granted or not, the end state is the same
+        make_current_thread_normal()
+        return os.sched_getscheduler(0)
+
+    assert in_new_thread(attempt) == os.SCHED_OTHER
+
+
+def test_the_handover_worker_runs_just_below_a_real_time_control_thread_and_normally_otherwise():
+    def scheduling():
+        return os.sched_getscheduler(0), os.sched_getparam(0).sched_priority
+
+    worker = start_handover_worker({"control_realtime_priority": 40})
+    try:
+        if worker.setup_messages:  # not permitted here: said, and the thread stays normal
+            assert "runs at normal priority" in worker.setup_messages[0]
+            assert worker.call(scheduling)[0] == os.SCHED_OTHER
+        else:
+            assert worker.call(scheduling) == (os.SCHED_FIFO, 39)
+    finally:
+        worker.close()
+    worker = start_handover_worker({"control_realtime_priority": 0})
+    try:
+        assert worker.setup_messages == [] and worker.call(scheduling) == (os.SCHED_OTHER, 0)
+    finally:
+        worker.close()
 
 
 def test_next_deadline_keeps_the_rate_without_drift():

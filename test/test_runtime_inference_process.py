@@ -7,15 +7,18 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from proc_helpers import process_gone, thread_nice_values
 
 from act_policy.backends import BackendOptions, ModelInputs, create_backend
 from act_policy.core.errors import BackendError, CheckpointError
 from act_policy.core.policy import Policy, load_artifacts
+from act_policy.runtime.cpu_scheduling import make_current_thread_realtime
 from act_policy.runtime.inference_process import LoadRequest, ProcessBackend
 from act_policy.runtime.parameters import validate
 from act_policy.runtime.realtime import InferenceWorker
@@ -49,23 +52,6 @@ def wait_for(condition, what: str, timeout: float = 60.0) -> None:
         time.sleep(0.01)
 
 
-def process_gone(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return True
-    return state in ("Z", "X")  # exited; a zombie waits only for its new parent to reap it
-
-
-def nice_values(pid: int) -> dict[str, int]:
-    """Nice value of every thread of ``pid`` (field 19 of /proc/PID/task/TID/stat)."""
-    values = {}
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
-        values[task.name] = int(fields[16])
-    return values
-
-
 def test_the_child_computes_exactly_what_the_backend_computes_in_the_node(isolated, tiny_bundle):
     artifacts = load_artifacts(tiny_bundle)
     local = create_backend("onnx_fp32", artifacts, ONE_THREAD)
@@ -90,10 +76,29 @@ def test_the_child_and_every_thread_it_starts_run_at_the_requested_nice_level(ti
     backend = ProcessBackend.start(LoadRequest(str(tiny_bundle), "onnx_fp32", BackendOptions(num_threads=2), nice=7))
     try:
         backend.infer(inputs_for(Policy(backend.artifacts, backend), 0))  # pools exist once it has run
-        niceness = nice_values(backend.pid)
+        niceness = thread_nice_values(backend.pid)
         assert len(niceness) >= 3  # main, cancel listener, ONNX Runtime's second intra-op thread
         assert set(niceness.values()) == {min(19, mine + 7)}
         assert backend.warnings == []
+    finally:
+        backend.close()
+
+
+@linux_only
+def test_the_child_runs_normally_scheduled_even_when_started_from_a_real_time_thread(tiny_bundle):
+    """A real-time policy inherited by inference would starve everything else on its cores."""
+    box = {}
+
+    def start():
+        make_current_thread_realtime(10)  # e.g. a node run under `chrt`; refused without the privilege
+        box["backend"] = ProcessBackend.start(LoadRequest(str(tiny_bundle), "onnx_fp32", ONE_THREAD))
+
+    thread = threading.Thread(target=start)
+    thread.start()
+    thread.join()
+    backend = box["backend"]
+    try:
+        assert os.sched_getscheduler(backend.pid) == os.SCHED_OTHER
     finally:
         backend.close()
 

@@ -89,6 +89,15 @@ def make_current_thread_realtime(priority: int) -> str | None:
     return None
 
 
+def make_current_thread_normal() -> None:
+    """Put the calling thread under the normal policy (``SCHED_OTHER``) if it is real-time; needs no privilege.
+
+    For a process that must not inherit a real-time policy from the thread that started it (the inference
+    process, when the node runs under ``chrt`` or was started from a real-time thread)."""
+    if hasattr(os, "sched_getscheduler") and os.sched_getscheduler(0) in (os.SCHED_FIFO, os.SCHED_RR):
+        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+
+
 def _rtprio_limit() -> str:
     try:
         import resource

@@ -16,7 +16,8 @@ Private protocol (both ends in this module) over two connections the parent crea
 
 * ``jobs`` (duplex): parent → child one :class:`LoadRequest`; child → parent ``("ready", artifacts without
   weights, describe() facts, warnings)`` or ``("failed", exception)``; then per inference parent → child
-  ``(seq, ModelInputs)`` and child → parent ``(seq, chunk or None, error text or None)``.
+  ``(seq, layout)`` followed by each input array's raw bytes (see :func:`_send_inputs`), and child → parent
+  ``(seq, chunk or None, error text or None)``.
 * ``cancels`` (parent → child): the ``seq`` of an inference to stop (ONNX Runtime can; a torch forward pass
   cannot, its result is then discarded by the caller). End of file on it means the parent is gone (closed,
   crashed or killed): the child exits at once, also in the middle of an inference.
@@ -48,12 +49,14 @@ from act_policy.core.artifacts import PolicyArtifacts
 from act_policy.core.errors import ActPolicyError, BackendError
 
 # The child's entry. The parent's sys.path comes first, so that the child imports exactly the act_policy (and
-# the runtimes) the node runs, wherever it was started from. The priority is lowered before anything else is
-# imported: every thread inherits its creator's, and numpy's BLAS starts its threads at import.
+# the runtimes) the node runs, wherever it was started from. The priority is set before anything else is
+# imported (every thread inherits its creator's, and numpy's BLAS starts its threads at import): normal
+# scheduling, whatever the starting thread had, then inference_nice levels lower.
 _BOOTSTRAP = """
 import json, sys
 sys.path[:] = json.loads(sys.argv[1])
-from act_policy.runtime.cpu_scheduling import lower_current_thread_priority
+from act_policy.runtime.cpu_scheduling import lower_current_thread_priority, make_current_thread_normal
+make_current_thread_normal()
 refused = lower_current_thread_priority(int(sys.argv[4]))
 from act_policy.runtime.inference_process import serve
 serve(int(sys.argv[2]), int(sys.argv[3]), refused)
@@ -132,7 +135,7 @@ class ProcessBackend(Backend):
             self._seq += 1
             seq = self._running = self._seq
             try:
-                self._jobs.send((seq, inputs))
+                _send_inputs(self._jobs, seq, inputs)
                 answered, chunk, error = self._jobs.recv()
             except (EOFError, OSError) as exc:
                 raise BackendError(self._exit_text()) from exc
@@ -167,6 +170,31 @@ class ProcessBackend(Backend):
             what += f" (signal {signal.Signals(-status).name})"
         return (f"the inference process (pid {self.pid}) {what}; its error output, if any, is above. Deactivate, "
                 "clean up and configure the node to start a new one")
+
+
+def _send_inputs(jobs: Connection, seq: int, inputs: ModelInputs) -> None:
+    """The inputs as a small pickled layout, then each array's bytes straight from its buffer: a camera image is
+    3.7 MB of float32 at 480x640, and pickling it would copy it while holding the GIL (2 ms here), the very
+    wait this module exists to keep from the control thread; writing a buffer releases the GIL."""
+    arrays = [np.ascontiguousarray(a) for a in inputs.images]
+    optional = [np.ascontiguousarray(a) if a is not None else None for a in (inputs.state, inputs.env_state)]
+    layout = [(a.shape, a.dtype.str) for a in arrays], [(a.shape, a.dtype.str) if a is not None else None
+                                                          for a in optional]
+    jobs.send((seq, layout))
+    for a in (*arrays, *(a for a in optional if a is not None)):
+        jobs.send_bytes(memoryview(a).cast("B"))
+
+
+def _receive_inputs(jobs: Connection) -> tuple[int, ModelInputs]:
+    seq, (images, optional) = jobs.recv()
+
+    def receive(shape: tuple[int, ...], dtype: str) -> np.ndarray:
+        array = np.empty(shape, np.dtype(dtype))
+        jobs.recv_bytes_into(memoryview(array).cast("B"))
+        return array
+    images = [receive(*layout) for layout in images]
+    state, env_state = (receive(*layout) if layout is not None else None for layout in optional)
+    return seq, ModelInputs(images, state, env_state)
 
 
 def _stop(child: subprocess.Popen, jobs: Connection, cancels: Connection, timeout: float = 5.0) -> None:
@@ -207,7 +235,7 @@ def serve(jobs_fd: int, cancels_fd: int, refused_priority: str | None = None) ->
     threading.Thread(target=listen_for_cancels, name="act_policy-cancels", daemon=True).start()
     while True:
         try:
-            seq, inputs = jobs.recv()
+            seq, inputs = _receive_inputs(jobs)
         except (EOFError, OSError):
             os._exit(0)
         with lock:

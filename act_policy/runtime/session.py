@@ -73,7 +73,7 @@ def start_node_policy(settings: Mapping[str, Any]) -> tuple[Policy, InferenceWor
             BackendOptions(num_threads=inference_threads(settings), device=settings["device"],
                            extra=json.loads(settings["backend_options"])),
             settings["inference_nice"]))
-        return Policy(backend.artifacts, backend), InferenceWorker(), backend.warnings
+        return Policy(backend.artifacts, backend), start_handover_worker(settings), backend.warnings
     worker = start_inference_worker(settings)
     try:
         policy = worker.call(lambda: load_node_policy(settings))  # pool threads inherit the worker's priority
@@ -81,6 +81,18 @@ def start_node_policy(settings: Mapping[str, Any]) -> tuple[Policy, InferenceWor
         worker.close()
         raise
     return policy, worker, worker.setup_messages
+
+
+def start_handover_worker(settings: Mapping[str, Any]) -> InferenceWorker:
+    """The worker thread that hands observations to the inference process: ``SCHED_FIFO`` one below the control
+    thread when that one is real-time. It holds the GIL for moments only (conversion, normalization), but a
+    moment in which a normal-priority thread is preempted while holding it is a moment the tick waits."""
+    priority = settings["control_realtime_priority"]
+
+    def realtime() -> list[str]:
+        refused = make_current_thread_realtime(max(1, priority - 1)) if priority > 0 else None
+        return [refused] if refused else []
+    return InferenceWorker(setup=realtime)
 
 
 def _model_path(settings: Mapping[str, Any]) -> str:

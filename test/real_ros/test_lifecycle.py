@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
+
 from diagnostic_msgs.msg import DiagnosticArray
+from proc_helpers import command_line, process_gone, thread_nice_values
 from rclpy.qos import ReliabilityPolicy
 from std_msgs.msg import Float64MultiArray
 
@@ -63,6 +66,33 @@ def test_an_inactive_node_is_a_normal_state_not_a_warning(ros, start_node):
     assert ros.change_state("activate") and ros.change_state("deactivate")
     holding_because(diagnostics, "holding: node not active", after=len(diagnostics))
     assert not [line for line in node.lines("WARN") if "not active" in line], node.output
+
+
+def inference_process(node) -> int | None:
+    """The pid of the child process the node's configure log line names, once it is logged."""
+    found = [re.search(r"'inference_process': (\d+)", line) for line in node.lines("INFO") if "configured:" in line]
+    return int(found[-1].group(1)) if found and found[-1] else None
+
+
+def test_inference_runs_in_a_niced_child_process_that_ends_with_the_configuration(ros, start_node):
+    node = start_node(inference_nice=5)
+    assert ros.change_state("configure")
+    child = wait_until(lambda: inference_process(node), "the configure log line naming the inference process")
+    assert "act_policy.runtime.inference_process" in " ".join(command_line(child))
+    node_nice = thread_nice_values(node.process.pid)[str(node.process.pid)]
+    assert set(thread_nice_values(child).values()) == {min(19, node_nice + 5)}
+
+    assert ros.change_state("cleanup")
+    wait_until(lambda: process_gone(child), "the inference process to end at cleanup")
+    n_configured = len([line for line in node.lines("INFO") if "configured:" in line])
+    assert ros.change_state("configure")
+    wait_until(lambda: len([line for line in node.lines("INFO") if "configured:" in line]) > n_configured,
+               "the second configure log line")
+    second = inference_process(node)
+    assert second != child and not process_gone(second)
+
+    assert node.interrupt() == 0  # Ctrl-C reaches the child too (same process group): only the node ends it
+    wait_until(lambda: process_gone(second), "the inference process to end with the node")
 
 
 def endpoints(ros, topic: str) -> list:

@@ -1,0 +1,27 @@
+"""Facts about other processes from Linux's /proc (tests of process isolation)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def _stat_fields(stat: Path) -> list[str]:
+    """Fields after the command name (which may contain spaces): state is [0], nice is [16]."""
+    return stat.read_text().rsplit(")", 1)[1].split()
+
+
+def process_gone(pid: int) -> bool:
+    """True once ``pid`` has exited (a zombie only waits for its parent to reap it)."""
+    try:
+        return _stat_fields(Path(f"/proc/{pid}/stat"))[0] in ("Z", "X")
+    except FileNotFoundError:
+        return True
+
+
+def thread_nice_values(pid: int) -> dict[str, int]:
+    """The nice value of every thread of ``pid``, by thread id (on Linux, nice is per thread)."""
+    return {task.name: int(_stat_fields(task / "stat")[16]) for task in Path(f"/proc/{pid}/task").iterdir()}
+
+
+def command_line(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/cmdline").read_text().split("\0")
