@@ -10,12 +10,15 @@ reason (rclpy itself turns an exception into ERROR without a log line).
 
 Threads (docs/ros.md, "Scheduling design"): the control tick runs on a thread of its own at absolute
 steady-clock deadlines (:class:`act_policy.runtime.ticker.Ticker`), never queued behind executor work;
-camera and joint callbacks (a reentrant group), the services and the diagnostics timer run on a
-two-thread executor; inference runs in the runtime's worker thread, ``inference_nice`` levels lower, so a
-tick never waits for it. Input ages count from when the middleware received the message (rmw's
-``received_timestamp``), so a late callback is reported as such in ``/diagnostics`` and does not make
-fresh data look stale. SIGINT/SIGTERM stop the control thread before the context goes down. The
-diagnostics timer uses the steady clock: ROS time stalls under ``use_sim_time`` without ``/clock``.
+camera and joint callbacks, the services and the diagnostics timer run on one single-threaded executor
+(rclpy's multi-threaded one spins its Python wait loop while a callback runs, holding the GIL the tick
+needs; measured in docs/ros.md); inference runs in a child process ``inference_nice`` levels lower
+(``inference_isolation: process``, :mod:`act_policy.runtime.inference_process`), so a tick never waits for
+it, not even for the GIL; a worker thread of the node hands it the observations. Input ages count from
+when the middleware received the message (rmw's ``received_timestamp``), so a late callback is reported
+as such in ``/diagnostics`` and does not make fresh data look stale. SIGINT/SIGTERM stop the control
+thread before the context goes down. The diagnostics timer uses the steady clock: ROS time stalls under
+``use_sim_time`` without ``/clock``.
 """
 
 from __future__ import annotations
@@ -32,9 +35,8 @@ from typing import Any
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.clock import Clock, ClockType
-from rclpy.executors import MultiThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.lifecycle import Node as LifecycleNode
 from rclpy.lifecycle import State, TransitionCallbackReturn
 from rclpy.parameter import Parameter
@@ -66,7 +68,6 @@ from act_policy.runtime.safety import Hold
 from act_policy.runtime.session import Runtime, build_runtime, start_node_policy
 
 COMMAND_QOS_DEPTH = 10
-EXECUTOR_THREADS = 2  # inputs keep flowing while a service (e.g. configure loading a policy) runs
 # the control thread waits at most this long for the GIL held by Python code of the inference thread
 # (CPython's default is 5 ms, as long as the whole jitter budget at 30 Hz)
 GIL_SWITCH_INTERVAL_S = 0.001
@@ -108,9 +109,6 @@ class ActPolicyNode(LifecycleNode):
             spec.name: self.declare_parameter(spec.name, ros_default(spec), parameter_descriptor(spec)).value
             for spec in PARAMETERS}
         self.runtime: Runtime | None = None
-        self._sensor_group = ReentrantCallbackGroup()
-        self._diagnostics_group = MutuallyExclusiveCallbackGroup()
-        self._service_group = MutuallyExclusiveCallbackGroup()
         # what configure creates; not rclpy's own _publishers/_subscriptions/_timers, which a subclass must not reuse
         self._configured_subscriptions: list[Any] = []
         self._configured_publishers: list[Any] = []
@@ -122,8 +120,8 @@ class ActPolicyNode(LifecycleNode):
         self._last_hold: tuple[Hold, str] | None = None  # the hold last logged, numbers blanked
         self.add_pre_set_parameters_callback(canonical_parameters)
         self.add_on_set_parameters_callback(self._on_set_parameters)
-        self.create_service(SetBool, "~/enable", self._on_enable, callback_group=self._service_group)
-        self.create_service(Trigger, "~/reset", self._on_reset, callback_group=self._service_group)
+        self.create_service(SetBool, "~/enable", self._on_enable)
+        self.create_service(Trigger, "~/reset", self._on_reset)
 
     # ------------------------------------------------------------------ lifecycle
     def on_configure(self, state: State) -> TransitionCallbackReturn:
@@ -191,11 +189,9 @@ class ActPolicyNode(LifecycleNode):
         for feature, topic in rt.camera_topics.items():
             msg_type = CompressedImage if topic.rstrip("/").endswith("/compressed") else Image
             self._configured_subscriptions.append(self.create_subscription(
-                msg_type, topic, self._image_callback(rt, feature, topic), qos_profile_sensor_data,
-                callback_group=self._sensor_group))
+                msg_type, topic, self._image_callback(rt, feature, topic), qos_profile_sensor_data))
         self._configured_subscriptions.append(self.create_subscription(
-            JointState, s["joint_state_topic"], self._joint_callback(rt), qos_profile_sensor_data,
-            callback_group=self._sensor_group))
+            JointState, s["joint_state_topic"], self._joint_callback(rt), qos_profile_sensor_data))
         self._command_pub = self.create_lifecycle_publisher(
             COMMAND_MESSAGES[s["command_type"]], s["command_topic"], COMMAND_QOS_DEPTH)
         self._chunk_pub = self.create_lifecycle_publisher(Float64MultiArray, "~/action_chunk", 1)
@@ -203,8 +199,7 @@ class ActPolicyNode(LifecycleNode):
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._configured_publishers += [self._command_pub, self._chunk_pub, self._latency_pub, self._diagnostics_pub]
         self._configured_timers.append(self.create_timer(
-            s["diagnostics_period_s"], self._on_diagnostics, callback_group=self._diagnostics_group,
-            clock=self._steady))
+            s["diagnostics_period_s"], self._on_diagnostics, clock=self._steady))
 
     def release_runtime(self, inference_wait_s: float = 30.0) -> None:
         """Stop the control thread, destroy what configure created and close the policy (idempotent).
@@ -361,7 +356,9 @@ def main(args: list[str] | None = None) -> None:
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     node = ActPolicyNode()
-    executor = MultiThreadedExecutor(num_threads=EXECUTOR_THREADS)
+    # single-threaded: rclpy 7.1's MultiThreadedExecutor rebuilds its wait set in Python in a loop while a
+    # callback is in progress, the node's largest GIL holder (docs/ros.md, "Scheduling design")
+    executor = SingleThreadedExecutor()
     executor.add_node(node)
     spinner = threading.Thread(target=executor.spin, name="act_policy-executor", daemon=True)
     spinner.start()
@@ -369,11 +366,7 @@ def main(args: list[str] | None = None) -> None:
         pass
     executor.shutdown()
     spinner.join()
-    # rclpy 7.1 (Jazzy): Executor.shutdown() does not wait for running callbacks and MultiThreadedExecutor
-    # never shuts its worker pool down, so a callback could still use what is released below
-    pool = getattr(executor, "_executor", None)
-    if pool is not None:
-        pool.shutdown(wait=True)
+    # rclpy 7.1 (Jazzy): Executor.shutdown() does not wait for a running callback; the join above does
     node.release_runtime(SHUTDOWN_INFERENCE_WAIT_S)  # stops the control thread before anything is destroyed
     node.destroy_node()
     rclpy.try_shutdown()

@@ -1,15 +1,20 @@
 """Which CPUs and scheduling priorities the node's threads get, so inference cannot starve the control loop.
 
-The node runs three kinds of threads (docs/ros.md, "Scheduling design"):
+The node runs (docs/ros.md, "Scheduling design"):
 
-* the **control thread** ticks at ``control_rate_hz`` and publishes commands; it keeps the priority the
-  process was started with, or gets ``SCHED_FIFO`` when ``control_realtime_priority`` asks for it and the
-  system permits it;
-* the **executor threads** run the input subscriptions, the services and the diagnostics timer at the
-  process's priority;
-* the **inference thread** loads and runs the policy ``inference_nice`` levels below them. Torch's and
-  ONNX Runtime's pool threads inherit the priority of the thread that creates them, which is why the policy
-  is loaded in the inference thread (see :class:`act_policy.runtime.realtime.InferenceWorker`).
+* the **control thread**, which ticks at ``control_rate_hz`` and publishes commands; it keeps the priority
+  the process was started with, or gets ``SCHED_FIFO`` when ``control_realtime_priority`` asks for it and
+  the system permits it;
+* the **executor threads**, which run the input subscriptions, the services and the diagnostics timer at
+  the process's priority;
+* the **inference process** (``inference_isolation: process``, the default): normally scheduled whatever
+  started it, ``inference_nice`` levels lower, it loads and runs the backend; the node's **handover
+  worker** thread converts and normalizes the observations, sends them and waits (``SCHED_FIFO`` one below
+  the control thread when that one is real-time, so it is never preempted holding the GIL);
+* or, with ``inference_isolation: thread``, an **inference thread** in the node that loads and runs the
+  policy ``inference_nice`` levels lower. Torch's and ONNX Runtime's pool threads inherit the priority of
+  the thread that creates them, which is why the policy is loaded in that thread
+  (see :class:`act_policy.runtime.realtime.InferenceWorker`).
 
 Linux's scheduling calls act on the calling *thread* when given its thread id (``setpriority``) or 0
 (``sched_setscheduler``, ``sched_setaffinity``): that is what makes per-thread priorities possible in one
