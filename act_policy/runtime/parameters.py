@@ -84,10 +84,10 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     P("num_threads", T.INT, 0, "inference threads (torch and ONNX Runtime); 0 = one less than the CPUs this "
       "process may use (`os.sched_getaffinity`), at least 1, at most 4: a CPU stays free for the control loop "
       "and the drivers", read_only=True, min=0, max=64),
-    P("inference_isolation", T.STRING, "process", "where the backend runs: `process` = a child process, so the "
-      "control tick never waits for Python code of inference (the GIL); `thread` = a thread of the node (less "
-      "memory, one process to profile; control jitter under CPU load, see docs/ros.md)", read_only=True,
-      choices=INFERENCE_ISOLATION),
+    P("inference_isolation", T.STRING, "process", "where the backend runs: `process` = a child process, which "
+      "shares neither the GIL nor a crash with the node and ends at once with it; `thread` = a thread of the "
+      "node (about 40 MB less memory, one process to profile). Control timing measured the same (docs/ros.md)",
+      read_only=True, choices=INFERENCE_ISOLATION),
     P("inference_nice", T.INT, 10, "how many nice levels inference (the child process, or the inference thread, "
       "and the torch / ONNX Runtime threads they create) runs below the control, input and service threads; "
       "0 = same priority. Never needs a privilege", read_only=True, min=0, max=19),
