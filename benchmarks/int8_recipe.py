@@ -60,6 +60,9 @@ CANDIDATES: dict[str, Recipe] = {
                                                                 **PERCENTILE),
     "K B with s8 activations": Recipe(LEGACY_FLOAT, activation_type="s8", **PERCENTILE),
     "L A with s8 activations": Recipe(LEGACY_FLOAT, activation_type="s8"),
+    "M A + layer bias correction": Recipe(LEGACY_FLOAT, layer_bias_correction=True),
+    "N A with mean-minmax ranges": Recipe(LEGACY_FLOAT, calibration="mean-minmax"),
+    "O N + layer bias correction": Recipe(LEGACY_FLOAT, calibration="mean-minmax", layer_bias_correction=True),
 }
 
 

@@ -17,7 +17,16 @@ from act_policy.export.bundle import HEAD_GRAPH, HEAD_INT8_GRAPH, INT8_GRAPH, PO
 from act_policy.export.calibration import CalibrationError, calibration_observations, npz_observations
 from act_policy.export.fidelity import compare, held_out_observations
 from act_policy.export.onnx_export import flat_inputs
-from act_policy.export.quantize import DEFAULT_RECIPE, NODE_GROUPS, Recipe, node_group, quantize_bundle, quantize_graph
+from act_policy.export.quantize import (
+    DEFAULT_RECIPE,
+    NODE_GROUPS,
+    Recipe,
+    correct_layer_biases,
+    layer_output_shifts,
+    node_group,
+    quantize_bundle,
+    quantize_graph,
+)
 
 SPEC = tiny_policy_artifacts().spec
 CAMERA = SPEC.cameras[0].name
@@ -253,6 +262,61 @@ def test_bias_correction_removes_the_mean_per_joint_offset_on_the_calibration_ob
     assert offsets[True] < 1e-5  # the float head's bias absorbs exactly that mean
 
 
+def _calibration_feeds(bundle: Path, observations: list[dict[str, np.ndarray]]):
+    reference = load_policy(bundle, backend="cpu_fp32", num_threads=1)
+    names = json.loads((bundle / POLICY_FILE).read_text())["graphs"]["inputs"]
+    return lambda: (dict(zip(names, flat_inputs(reference.preprocess(o)), strict=True)) for o in observations)
+
+
+def test_layer_bias_correction_leaves_each_int8_layer_less_than_half_a_bias_step_of_mean_shift(
+        quantized: Path, tmp_path: Path) -> None:
+    import onnx
+    from onnx import numpy_helper
+
+    artifacts = load_policy(quantized, backend="cpu_fp32", num_threads=1).artifacts
+    feeds = _calibration_feeds(quantized, list(synthetic_observations(SPEC, artifacts.input_stats, 4, seed=5)))
+    fp32, graph = quantized / "act_fp32.onnx", tmp_path / "int8.onnx"
+    quantize_graph(fp32, graph, feeds, Recipe(frozenset({"backbone_stem", "action_head"})), 4, lambda _: None)
+    before = layer_output_shifts(fp32, graph, feeds())
+    assert correct_layer_biases(fp32, graph, feeds(), lambda _: None) == len(before)
+    after = layer_output_shifts(fp32, graph, feeds())
+
+    model = onnx.load(str(graph))
+    initializers = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    producers = {o: n for n in model.graph.node for o in n.output}
+    steps = {n.output[0]: initializers[producers[n.input[2]].input[1]] for n in model.graph.node
+             if n.op_type in ("Conv", "Gemm") and _weight_is_quantized(model, n)}
+    assert set(before) == set(after) == set(steps)  # every INT8 Conv/Gemm, and only those
+    assert len(steps) > 10
+    assert any(np.abs(before[name] / steps[name]).max() > 1 for name in steps)  # INT8 shifts some channels
+    for name, step in steps.items():
+        assert np.all(np.abs(after[name]) <= 0.5 * step * (1 + 1e-3) + 1e-7), name
+
+
+def test_mean_minmax_ranges_are_the_mean_of_each_observations_range_so_one_outlier_does_not_stretch_them(
+        quantized: Path, tmp_path: Path) -> None:
+    import onnx
+    from onnx import numpy_helper
+
+    artifacts = load_policy(quantized, backend="cpu_fp32", num_threads=1).artifacts
+    observations = list(synthetic_observations(SPEC, artifacts.input_stats, 4, seed=5))
+    observations[2] = {**observations[2], STATE: observations[2][STATE] * 50}  # one wild joint reading
+    feeds = _calibration_feeds(quantized, observations)
+    states = np.stack([f[STATE] for f in feeds()]).reshape(4, -1)
+    scales = {}
+    for method in ("minmax", "mean-minmax"):
+        graph = tmp_path / f"{method}.onnx"
+        quantize_graph(quantized / "act_fp32.onnx", graph, feeds, Recipe(frozenset({"backbone_stem"}),
+                                                                          calibration=method), 4, lambda _: None)
+        model = onnx.load(str(graph))
+        initializers = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+        q = next(n for n in model.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == STATE)
+        scales[method] = float(initializers[q.input[1]])
+    low, high = states.min(1), states.max(1)  # per observation
+    assert scales["minmax"] == pytest.approx((max(high.max(), 0) - min(low.min(), 0)) / 255, rel=1e-5)
+    assert scales["mean-minmax"] == pytest.approx((max(high.mean(), 0) - min(low.mean(), 0)) / 255, rel=1e-5)
+
+
 @pytest.mark.parametrize(("recipe", "message"), [
     (dict(float_groups=frozenset({"backbone", "attention"})), r"float groups \['attention'\] unknown"),
     (dict(float_groups=frozenset(), bias_correction=True), "keep 'action_head' in float"),
@@ -275,5 +339,5 @@ def test_the_cli_options_printed_for_a_recipe_select_that_recipe() -> None:
     add_arguments(parser)
     assert recipe_from_args(parser.parse_args(["bundle"])) == DEFAULT_RECIPE
     other = Recipe(frozenset({"backbone_stem", "action_head"}), ("/backbone/layer2/",), "percentile", 99.9, "s8",
-                   True)
+                   True, not DEFAULT_RECIPE.layer_bias_correction)
     assert recipe_from_args(parser.parse_args(["bundle", *recipe_options(other)])) == other

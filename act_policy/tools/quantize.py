@@ -62,6 +62,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         default=DEFAULT_RECIPE.bias_correction,
                         help="remove the mean per-joint INT8 offset measured on the calibration observations "
                              f"(default {'on' if DEFAULT_RECIPE.bias_correction else 'off'})")
+    recipe.add_argument("--layer-bias-correction", action=argparse.BooleanOptionalAction,
+                        default=DEFAULT_RECIPE.layer_bias_correction,
+                        help="add to each INT8 layer's bias the mean output shift INT8 gives it on the calibration "
+                             f"observations (default {'on' if DEFAULT_RECIPE.layer_bias_correction else 'off'})")
     recipe.add_argument("--activation-type", choices=ACTIVATION_TYPES, default=DEFAULT_RECIPE.activation_type,
                         help=f"INT8 activation type (default {DEFAULT_RECIPE.activation_type}); u8 and s8 give "
                              "identical actions on ARM")
@@ -75,7 +79,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def recipe_from_args(args: argparse.Namespace) -> Recipe:
     groups = frozenset(g.strip() for g in args.float_groups.split(",") if g.strip())
     patterns = tuple(p.strip() for p in args.float_nodes.split(",") if p.strip())
-    return Recipe(groups, patterns, args.calibration, args.percentile, args.activation_type, args.bias_correction)
+    return Recipe(groups, patterns, args.calibration, args.percentile, args.activation_type, args.bias_correction,
+                  args.layer_bias_correction)
 
 
 def recipe_options(recipe: Recipe) -> list[str]:
@@ -86,6 +91,7 @@ def recipe_options(recipe: Recipe) -> list[str]:
     if recipe.calibration == "percentile":
         options.append(f"--percentile={recipe.percentile:g}")
     options += ["--bias-correction" if recipe.bias_correction else "--no-bias-correction",
+                "--layer-bias-correction" if recipe.layer_bias_correction else "--no-layer-bias-correction",
                 f"--activation-type={recipe.activation_type}"]
     return options
 
