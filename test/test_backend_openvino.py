@@ -145,3 +145,19 @@ def test_without_openvino_installed_the_error_names_the_extra(monkeypatch: pytes
     monkeypatch.delitem(sys.modules, "act_policy.backends.openvino", raising=False)
     with pytest.raises(MissingDependencyError, match=r"openvino_fp16.*pip install 'openvino.*\.\[openvino\]"):
         backend_class("openvino_fp16")
+
+
+def test_the_demo_runs_on_openvino_from_the_cached_demo_bundle(monkeypatch, tmp_path: Path, capsys) -> None:
+    from conftest import tiny_spec
+
+    import act_policy.export.demo_bundle as demo_bundle
+    from act_policy.core.synthetic import demo_artifacts
+    from act_policy.tools.cli import main
+
+    monkeypatch.setattr(demo_bundle, "demo_artifacts", lambda seed=0: demo_artifacts(tiny_spec(), seed))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert main(["demo", "--backend", "openvino_fp32", "--duration", "0.3", "--n-action-steps", "5",
+                 "--threads", "1"]) == 0
+    out = capsys.readouterr()
+    assert "exporting the demo policy into the cache" in out.err
+    assert "backend openvino_fp32, 1 threads" in out.out
