@@ -6,6 +6,8 @@ plugin, PyPI's aarch64 wheels), one thread, and writes ``OUT.json`` + ``OUT.md``
 
 * instructions per ``Policy.predict_chunk`` (preprocess + network + unnormalize, after one warm-up),
   with the share of SDOT/UDOT (int8 dot products), FMLA (fp32) and fp16 vector instructions;
+* start-up instructions: building the runner (runtime import, checksum, graph read + compile) and the
+  first (warm-up) inference;
 * accuracy of the aarch64 chunks vs the x86 ``cpu_fp32`` reference on the same held-out
   observations, in normalized action units (σ of the dataset): relative L2 and per-joint bias;
 * an estimated Pi 5 latency from the counts, with the assumptions written next to it.
@@ -16,9 +18,10 @@ reported. Usage (host, x86; the rig must be set up, see its README)::
     ARM_RIG=/path/to/arm_rig python benchmarks/pi5_proxy.py BUNDLE \\
         --runners cpu_int8,onnx_fp32,openvino_f32:act_fp32.onnx --observations 1 --out benchmarks/pi5_proxy
 
-Runner names: any backend of ``act_policy.backends.BACKENDS``; ``openvino_f32:GRAPH`` /
-``openvino_f16:GRAPH`` (OpenVINO's CPU plugin on a graph of the bundle, inference precision f32 or
-f16); ``executorch:FILE.pte`` (an ExecuTorch program with the XNNPACK delegate in the bundle folder);
+Runner names: any backend of ``act_policy.backends.BACKENDS`` (e.g. ``openvino_fp16``);
+``openvino_f32:GRAPH`` / ``openvino_f16:GRAPH`` (that backend compiling another graph file of the
+bundle folder, e.g. the QDQ ``act_int8.onnx`` or the NNCF INT8 IR that ``--nncf-samples N`` writes
+first); ``executorch:FILE.pte`` (an ExecuTorch program with the XNNPACK delegate in the bundle folder);
 ``litert:FILE.tflite`` (a LiteRT model in the bundle folder, interpreter with XNNPACK);
 extra guest packages (aarch64 wheels of OpenVINO, ExecuTorch, ai-edge-litert) go on ``ARM_EXTRA_PYTHONPATH``.
 The guest side of this script is the same file run under the emulator with ``--guest``.
