@@ -325,6 +325,10 @@ def host(args: argparse.Namespace) -> None:
         if args.reuse:  # another invocation with --reuse may have added runners meanwhile (parallel counting)
             report["runners"] = {**reused_runners(Path(f"{args.out}.json"), len(observations)), **report["runners"]}
         Path(f"{args.out}.json").write_text(json.dumps(report, indent=1) + "\n")
+    named = args.runners.split(",")  # the report lists them in this order, then any others merged in
+    report["runners"] = dict(sorted(report["runners"].items(),
+                                    key=lambda item: named.index(item[0]) if item[0] in named else len(named)))
+    Path(f"{args.out}.json").write_text(json.dumps(report, indent=1) + "\n")
     Path(f"{args.out}.md").write_text(markdown(report))
 
 
