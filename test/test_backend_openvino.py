@@ -4,6 +4,7 @@ at all."""
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -161,3 +162,19 @@ def test_the_demo_runs_on_openvino_from_the_cached_demo_bundle(monkeypatch, tmp_
     out = capsys.readouterr()
     assert "exporting the demo policy into the cache" in out.err
     assert "backend openvino_fp32, 1 threads" in out.out
+
+
+def test_a_bundle_runs_on_openvino_without_torch(tiny_bundle: Path) -> None:
+    """The robot-side promise of issue 13: a bundle backend imports no torch (here: torch made unimportable)."""
+    code = f"""
+import sys
+sys.modules["torch"] = None  # `import torch` now raises ImportError
+import act_policy
+policy = act_policy.load_policy({str(tiny_bundle)!r}, backend="openvino_fp32", num_threads=1)
+from act_policy.core.synthetic import synthetic_observations
+obs = next(iter(synthetic_observations(policy.spec, policy.artifacts.input_stats, 1, seed=5)))
+print(policy.select_action(obs).shape)
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip() == "(6,)"
