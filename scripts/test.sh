@@ -17,7 +17,7 @@ TORCH_REQUIREMENT="${ACT_POLICY_TORCH:-torch==2.13.0}"  # never unpinned: an unp
 python3 -m venv .venv
 # torch is pinned to the CPU build first so no dependency can pull a multi-GB CUDA build.
 .venv/bin/pip install --quiet --disable-pip-version-check "$TORCH_REQUIREMENT"
-.venv/bin/pip install --quiet --disable-pip-version-check -e '.[onnx,replay,test]'
+.venv/bin/pip install --quiet --disable-pip-version-check -e '.[onnx,openvino,replay,test]'
 
 .venv/bin/ruff check .
 

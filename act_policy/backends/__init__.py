@@ -15,6 +15,8 @@ BACKENDS: dict[str, str] = {
     "cpu_int8": "act_policy.backends.onnx_runtime:CpuInt8Backend",
     "torch_dynamic_int8": "act_policy.backends.torch_dynamic_int8:TorchDynamicInt8Backend",
     "hailo": "act_policy.backends.hailo:HailoBackend",
+    "openvino_fp16": "act_policy.backends.openvino:OpenVinoFP16Backend",
+    "openvino_fp32": "act_policy.backends.openvino:OpenVinoFP32Backend",
 }
 
 

@@ -29,6 +29,7 @@ EXTRAS: dict[str, tuple[str, str]] = {
     "onnx": ("onnx", "onnx"),
     "onnxruntime": ("robot", "onnxruntime"),
     "onnxslim": ("onnx", "onnxslim"),
+    "openvino": ("openvino", "openvino"),
     "pyarrow": ("replay", "pyarrow"),
     "av": ("replay", "av"),
     "matplotlib": ("replay", "matplotlib"),

@@ -82,7 +82,8 @@ def demo_bundle(backends: Iterable[str], samples: int = DEMO_CALIBRATION_SAMPLES
     return folder
 
 
-BUNDLE_BACKENDS = frozenset({"onnx_fp32", "cpu_int8", "hailo"})  # they run exported graphs from a bundle on disk
+# they run exported graphs from a bundle on disk
+BUNDLE_BACKENDS = frozenset({"onnx_fp32", "cpu_int8", "hailo", "openvino_fp16", "openvino_fp32"})
 
 
 def resolve_demo(path: str | Path, backends: Iterable[str], samples: int = DEMO_CALIBRATION_SAMPLES,
