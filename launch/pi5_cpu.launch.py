@@ -1,4 +1,4 @@
-"""`ros2 launch act_policy pi5_cpu.launch.py`: the policy node with the CPU (INT8) backend settings of
+"""`ros2 launch act_policy pi5_cpu.launch.py`: the policy node with the CPU backend settings of
 config/pi5_cpu.yaml, plus an optional arm driver and camera driver. Arguments: act_policy_common.ARGUMENTS
 (`ros2 launch act_policy pi5_cpu.launch.py --show-args`)."""
 
