@@ -21,7 +21,7 @@ from act_policy.runtime.cpu_scheduling import (
     usable_cpus,
 )
 from act_policy.runtime.realtime import InferenceWorker
-from act_policy.runtime.session import inference_threads, start_handover_worker, start_inference_worker
+from act_policy.runtime.session import inference_threads, start_inference_worker
 from act_policy.runtime.ticker import Ticker, next_deadline
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice values are Linux's")
@@ -119,26 +119,6 @@ def test_a_real_time_thread_can_always_return_to_normal_scheduling():
         return os.sched_getscheduler(0)
 
     assert in_new_thread(attempt) == os.SCHED_OTHER
-
-
-def test_the_handover_worker_runs_just_below_a_real_time_control_thread_and_normally_otherwise():
-    def scheduling():
-        return os.sched_getscheduler(0), os.sched_getparam(0).sched_priority
-
-    worker = start_handover_worker({"control_realtime_priority": 40})
-    try:
-        if worker.setup_messages:  # not permitted here: said, and the thread stays normal
-            assert "runs at normal priority" in worker.setup_messages[0]
-            assert worker.call(scheduling)[0] == os.SCHED_OTHER
-        else:
-            assert worker.call(scheduling) == (os.SCHED_FIFO, 39)
-    finally:
-        worker.close()
-    worker = start_handover_worker({"control_realtime_priority": 0})
-    try:
-        assert worker.setup_messages == [] and worker.call(scheduling) == (os.SCHED_OTHER, 0)
-    finally:
-        worker.close()
 
 
 def test_next_deadline_keeps_the_rate_without_drift():

@@ -22,7 +22,7 @@ from act_policy.runtime.cpu_scheduling import make_current_thread_realtime
 from act_policy.runtime.inference_process import LoadRequest, ProcessBackend
 from act_policy.runtime.parameters import validate
 from act_policy.runtime.realtime import InferenceWorker
-from act_policy.runtime.session import start_node_policy
+from act_policy.runtime.session import build_runtime, start_node_policy
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc; nice is per thread on Linux")
 ONE_THREAD = BackendOptions(num_threads=1)
@@ -41,6 +41,11 @@ def isolated(tiny_bundle: Path):
     backend = ProcessBackend.start(LoadRequest(str(tiny_bundle), "onnx_fp32", ONE_THREAD))
     yield backend
     backend.close()
+
+
+def node_parameters(bundle: Path, **overrides) -> dict:
+    return {"model_path": str(bundle), "backend": "onnx_fp32", "num_threads": 1,
+            "joint_names": [f"j{i}" for i in range(6)], "camera_topics": ["front=/cam"], **overrides}
 
 
 def wait_for(condition, what: str, timeout: float = 60.0) -> None:
@@ -128,6 +133,52 @@ def test_a_child_that_died_makes_inference_fail_with_its_exit_status(isolated):
         isolated.infer(inputs_for(policy, 0))
 
 
+def test_a_request_cancelled_before_the_child_read_it_is_not_computed(isolated):
+    """The node may cancel while it is still writing the inputs; the child must not run that inference."""
+    policy = Policy(isolated.artifacts, isolated)
+    isolated._cancels.send(isolated._seq + 1)  # the cancel of the next request, arriving first
+    with pytest.raises(BackendError, match="cancelled before it started"):
+        isolated.infer(inputs_for(policy, 0))
+    assert isolated.infer(inputs_for(policy, 0)).shape == (policy.chunk_size, policy.action_dim)
+
+
+@linux_only
+def test_with_a_real_time_control_thread_the_handover_worker_runs_one_level_below_it(tiny_bundle):
+    def scheduling():
+        return os.sched_getscheduler(0), os.sched_getparam(0).sched_priority
+
+    for priority, isolation in ((40, "process"), (40, "thread"), (1, "process")):
+        settings = validate(node_parameters(tiny_bundle, control_realtime_priority=priority,
+                                            inference_isolation=isolation, inference_nice=0))
+        policy, worker, _ = start_node_policy(settings)
+        runtime = build_runtime(settings, policy, worker=worker)
+        try:
+            refused = runtime.start_control(lambda result: None)
+            if refused or isolation == "thread" or priority == 1:  # not permitted here, or not wanted
+                assert scheduling() == (os.SCHED_OTHER, 0) == worker.call(scheduling), (priority, isolation)
+            else:
+                assert worker.call(scheduling) == (os.SCHED_FIFO, priority - 1)
+        finally:
+            runtime.close()
+
+
+def test_cleanup_ends_the_child_even_while_an_inference_is_running(tiny_bundle):
+    settings = validate(node_parameters(tiny_bundle))
+    policy, worker, _ = start_node_policy(settings)
+    runtime = build_runtime(settings, policy, worker=worker)
+    child = policy.backend.pid
+    started, release = threading.Event(), threading.Event()
+
+    def stuck(job):  # an inference that does not end in time
+        started.set()
+        release.wait()
+    wait_for(lambda: worker.submit(None, stuck), "the worker to take the job")
+    started.wait()
+    assert runtime.close(timeout=0.1) is False
+    assert process_gone(child)
+    release.set()
+
+
 def test_ctrl_c_in_the_terminal_does_not_stop_the_child(isolated):
     """SIGINT reaches the whole process group; the node alone decides when its inference process ends."""
     policy = Policy(isolated.artifacts, isolated)
@@ -159,8 +210,7 @@ def test_the_child_exits_at_once_when_the_node_is_killed(tiny_bundle, tmp_path):
 
 
 def test_the_node_runs_inference_in_a_child_process_by_default(tiny_bundle):
-    settings = validate({"model_path": str(tiny_bundle), "backend": "onnx_fp32", "num_threads": 1,
-                         "joint_names": [f"j{i}" for i in range(6)], "camera_topics": ["front=/cam"]})
+    settings = validate(node_parameters(tiny_bundle))
     assert settings["inference_isolation"] == "process"
     policy, worker, warnings = start_node_policy(settings)
     try:

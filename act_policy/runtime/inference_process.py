@@ -117,11 +117,13 @@ class ProcessBackend(Backend):
             jobs.send(request)
             reply = jobs.recv()
         except (EOFError, OSError) as exc:
-            _stop(child, jobs, cancels)
+            _stop(child, cancels)
+            jobs.close()
             raise BackendError(f"the inference process (pid {child.pid}) exited while loading {request.source!r} "
                                f"with status {child.returncode}; its error output is above") from exc
         if reply[0] == "failed":
-            _stop(child, jobs, cancels)
+            _stop(child, cancels)
+            jobs.close()
             raise reply[1]
         _, artifacts, facts, warnings = reply
         return cls(artifacts, request.options, facts, child, jobs, cancels, warnings)
@@ -157,8 +159,16 @@ class ProcessBackend(Backend):
         return {**self._facts, "inference_process": self.pid}
 
     def close(self, timeout: float = 5.0) -> None:
-        """End the child (at once, also during an inference: that :meth:`infer` then raises BackendError)."""
-        _stop(self._child, self._jobs, self._cancels, timeout)
+        """End the child (at once, also during an inference: that :meth:`infer` then raises BackendError).
+
+        Safe while another thread is in :meth:`infer`: the connection it reads is then left to be closed when
+        it is collected, since closing it under the read could hand its descriptor number to a new pipe."""
+        _stop(self._child, self._cancels, timeout)
+        if self._lock.acquire(blocking=False):
+            try:
+                self._jobs.close()
+            finally:
+                self._lock.release()
 
     def _exit_text(self) -> str:
         try:
@@ -167,7 +177,10 @@ class ProcessBackend(Backend):
             status = None
         what = f"exited with status {status}" if status is not None else "stopped answering"
         if status is not None and status < 0:
-            what += f" (signal {signal.Signals(-status).name})"
+            try:
+                what += f" (signal {signal.Signals(-status).name})"
+            except ValueError:  # a real-time signal has no name
+                what += f" (signal {-status})"
         return (f"the inference process (pid {self.pid}) {what}; its error output, if any, is above. Deactivate, "
                 "clean up and configure the node to start a new one")
 
@@ -197,14 +210,13 @@ def _receive_inputs(jobs: Connection) -> tuple[int, ModelInputs]:
     return seq, ModelInputs(images, state, env_state)
 
 
-def _stop(child: subprocess.Popen, jobs: Connection, cancels: Connection, timeout: float = 5.0) -> None:
+def _stop(child: subprocess.Popen, cancels: Connection, timeout: float = 5.0) -> None:
     cancels.close()  # end of file: the child exits at once
     try:
         child.wait(timeout)
     except subprocess.TimeoutExpired:
         child.kill()
         child.wait()
-    jobs.close()
 
 
 # ---------------------------------------------------------------------------------------------- the child
@@ -215,37 +227,42 @@ def serve(jobs_fd: int, cancels_fd: int, refused_priority: str | None = None) ->
     # Ctrl-C in a terminal signals the whole process group; the node decides when its inference process ends
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     jobs, cancels = Connection(jobs_fd), Connection(cancels_fd, writable=False)
-    request: LoadRequest = jobs.recv()
-    backend = _load(request, jobs, [refused_priority] if refused_priority else [])
-    if backend is None:
-        return
     lock = threading.Lock()
-    running: list[int | None] = [None]
+    state: dict[str, Any] = {"backend": None, "running": None, "cancelled": 0}  # requests are numbered from 1
 
-    def listen_for_cancels() -> None:
+    def listen_for_cancels() -> None:  # from the start: a node that dies while this loads ends it too
         while True:
             try:
                 seq = cancels.recv()
             except (EOFError, OSError):
                 os._exit(0)  # the parent is gone: no one wants the result, and the CPU is better used elsewhere
             with lock:
-                if running[0] == seq:
-                    backend.cancel()
+                state["cancelled"] = max(state["cancelled"], seq)
+                if state["running"] == seq:
+                    state["backend"].cancel()
 
     threading.Thread(target=listen_for_cancels, name="act_policy-cancels", daemon=True).start()
+    request: LoadRequest = jobs.recv()
+    backend = state["backend"] = _load(request, jobs, [refused_priority] if refused_priority else [])
+    if backend is None:
+        return
     while True:
         try:
             seq, inputs = _receive_inputs(jobs)
         except (EOFError, OSError):
             os._exit(0)
-        with lock:
-            running[0] = seq
-        try:
-            reply = (seq, backend.infer(inputs), None)
-        except Exception as exc:  # reported to the parent, which turns it into a diagnostic
-            reply = (seq, None, f"{type(exc).__name__}: {exc}")
-        with lock:
-            running[0] = None
+        with lock:  # a cancel can arrive before its request has been read
+            cancelled = seq <= state["cancelled"]
+            state["running"] = None if cancelled else seq
+        if cancelled:
+            reply = (seq, None, "cancelled before it started")
+        else:
+            try:
+                reply = (seq, backend.infer(inputs), None)
+            except Exception as exc:  # reported to the parent, which turns it into a diagnostic
+                reply = (seq, None, f"{type(exc).__name__}: {exc}")
+            with lock:
+                state["running"] = None
         try:
             jobs.send(reply)
         except OSError:

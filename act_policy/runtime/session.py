@@ -73,7 +73,7 @@ def start_node_policy(settings: Mapping[str, Any]) -> tuple[Policy, InferenceWor
             BackendOptions(num_threads=inference_threads(settings), device=settings["device"],
                            extra=json.loads(settings["backend_options"])),
             settings["inference_nice"]))
-        return Policy(backend.artifacts, backend), start_handover_worker(settings), backend.warnings
+        return Policy(backend.artifacts, backend), InferenceWorker(), backend.warnings
     worker = start_inference_worker(settings)
     try:
         policy = worker.call(lambda: load_node_policy(settings))  # pool threads inherit the worker's priority
@@ -81,18 +81,6 @@ def start_node_policy(settings: Mapping[str, Any]) -> tuple[Policy, InferenceWor
         worker.close()
         raise
     return policy, worker, worker.setup_messages
-
-
-def start_handover_worker(settings: Mapping[str, Any]) -> InferenceWorker:
-    """The worker thread that hands observations to the inference process: ``SCHED_FIFO`` one below the control
-    thread when that one is real-time. It holds the GIL for moments only (conversion, normalization), but a
-    moment in which a normal-priority thread is preempted while holding it is a moment the tick waits."""
-    priority = settings["control_realtime_priority"]
-
-    def realtime() -> list[str]:
-        refused = make_current_thread_realtime(max(1, priority - 1)) if priority > 0 else None
-        return [refused] if refused else []
-    return InferenceWorker(setup=realtime)
 
 
 def _model_path(settings: Mapping[str, Any]) -> str:
@@ -212,8 +200,9 @@ class Runtime:
     def start_control(self, handle: Callable[[TickResult], None]) -> list[str]:
         """Start the control thread: every period, :meth:`tick` then ``handle(result)`` (publishing).
 
-        The thread asks for ``SCHED_FIFO`` when ``control_realtime_priority`` > 0; returns the warnings of what
-        the system refused (it then runs at normal priority)."""
+        The thread asks for ``SCHED_FIFO`` when ``control_realtime_priority`` > 0 (granted, and above 1, with
+        ``inference_isolation: process`` the handover worker gets one level less); returns the warnings of what
+        the system refused (the threads then run at normal priority)."""
         priority = self.settings["control_realtime_priority"]
 
         def realtime() -> list[str]:
@@ -221,7 +210,14 @@ class Runtime:
             return [refused] if refused else []
         self.ticker = Ticker(lambda: handle(self.tick()), lambda: 1.0 / self.settings["control_rate_hz"],
                              setup=realtime)
-        return self.ticker.start()
+        warnings = self.ticker.start()
+        if priority > 1 and not warnings and self.settings["inference_isolation"] == "process":
+            # The handover worker one level below: it holds the GIL for moments (conversion, normalization),
+            # and preempted in such a moment by a normal-priority process it would delay the tick. Only once
+            # the control thread is real-time, and never the in-node inference thread of `thread` isolation.
+            refused = self.loop.worker.call(lambda: make_current_thread_realtime(priority - 1))
+            warnings += [refused] if refused else []
+        return warnings
 
     def on_input(self, source: str, delay_s: float) -> None:
         """A message of ``source`` handled ``delay_s`` after the middleware received it (diagnostics)."""
@@ -244,12 +240,15 @@ class Runtime:
         """Stop the control thread (no tick afterwards), then the worker and the recorder, then the policy.
 
         Waits up to ``timeout`` s for an inference in flight; if it is still running (a process that exits
-        anyway) the policy is left to the exit instead of being freed under it, and False is returned."""
+        anyway) the policy is left to the exit instead of being freed under it, and False is returned. An
+        inference process is ended either way."""
         if self.ticker is not None:
             self.ticker.stop()
         finished = self.loop.close(timeout)
         self.recorder.close()
-        if finished:
+        # an inference process can be ended under a running inference (the worker's read then fails): nothing
+        # of this process is freed under it, and a hung or uncancellable child must not outlive a cleanup
+        if finished or isinstance(self.policy.backend, ProcessBackend):
             self.policy.close()
         return finished
 
