@@ -56,6 +56,7 @@ class OpenVinoBackend(Backend):
             raise CheckpointError(f"{path}: graph inputs {declared} differ from policy.json graphs.inputs "
                                   f"{self.input_names}")
         self.request = self.compiled.create_infer_request()
+        self._cancelled = False  # set by cancel(): tells a cancelled run from a failed one
 
     def graph_file(self, bundle: Path, document: dict[str, Any]) -> Path:
         """The graph to compile: the bundle's :attr:`graph`, checked against policy.json's checksum."""
@@ -79,15 +80,18 @@ class OpenVinoBackend(Backend):
 
     def infer(self, inputs: ModelInputs) -> np.ndarray:
         # start + wait rather than infer(): only an asynchronously started request can be cancelled
+        self._cancelled = False
         self.request.start_async(dict(zip(self.input_names, flat_inputs(inputs), strict=True)))
         try:
             self.request.wait()
-        except RuntimeError as exc:  # "Infer Request was canceled"
-            raise BackendError(f"backend {self.name!r}: inference cancelled: {exc}") from exc
+        except RuntimeError as exc:  # "Infer Request was canceled", or a real failure
+            what = "inference cancelled" if self._cancelled else "inference failed"
+            raise BackendError(f"backend {self.name!r}: {what}: {exc}") from exc
         return np.array(self.request.get_output_tensor(0).data[0], np.float32)  # a copy: the next run reuses it
 
     def cancel(self) -> None:
         """OpenVINO's ``InferRequest.cancel``: a running request stops, and :meth:`infer` raises BackendError."""
+        self._cancelled = True
         self.request.cancel()
 
     def describe(self) -> dict[str, Any]:
