@@ -74,6 +74,15 @@ class LoadRequest:
     options: BackendOptions
     nice: int = 0
 
+    def load(self) -> tuple[PolicyArtifacts, Backend]:
+        """Read ``source`` and create the backend on it, in the calling process (the child, or the node's
+        inference thread with ``inference_isolation: thread``)."""
+        from act_policy.backends import create_backend
+        from act_policy.core.policy import load_artifacts
+
+        artifacts = load_artifacts(self.source)
+        return artifacts, create_backend(self.backend, artifacts, self.options)
+
 
 class ProcessBackend(Backend):
     """Runs backend ``request.backend`` in a child process; start one with :meth:`start`.
@@ -270,12 +279,8 @@ def serve(jobs_fd: int, cancels_fd: int, refused_priority: str | None = None) ->
 
 
 def _load(request: LoadRequest, jobs: Connection, warnings: list[str]) -> Backend | None:
-    from act_policy.backends import create_backend
-    from act_policy.core.policy import load_artifacts
-
     try:
-        artifacts = load_artifacts(request.source)
-        backend = create_backend(request.backend, artifacts, request.options)
+        artifacts, backend = request.load()
     except Exception as exc:
         if not isinstance(exc, ActPolicyError):  # unexpected: the traceback stays here, in the node's output
             traceback.print_exc()

@@ -15,7 +15,7 @@ from typing import Any
 
 from act_policy.backends import BackendOptions, backend_label, fallback_warning
 from act_policy.core.joint_units import JointUnits
-from act_policy.core.policy import Policy, load_policy
+from act_policy.core.policy import Policy
 from act_policy.runtime.cpu_scheduling import (
     default_inference_threads,
     lower_current_thread_priority,
@@ -50,11 +50,19 @@ from act_policy.runtime.recorder import ObservationRecorder
 from act_policy.runtime.ticker import Ticker
 
 
+def node_load_request(settings: Mapping[str, Any]) -> LoadRequest:
+    """What the node loads: ``model_path`` (``demo``: seeded weights, for plumbing tests only) on ``backend``
+    with ``num_threads``, ``device`` and ``backend_options``, ``inference_nice`` levels lower."""
+    if not settings["model_path"]:
+        raise ParameterError("model_path: expected a LeRobot pretrained_model folder or deploy bundle, got ''")
+    options = BackendOptions(num_threads=inference_threads(settings), device=settings["device"],
+                             extra=json.loads(settings["backend_options"]))
+    return LoadRequest(settings["model_path"], settings["backend"], options, settings["inference_nice"])
+
+
 def load_node_policy(settings: Mapping[str, Any]) -> Policy:
-    """The policy named by ``model_path`` on ``backend``, loaded in the calling thread (``demo``: seeded
-    weights, for plumbing tests only)."""
-    return load_policy(_model_path(settings), settings["backend"], num_threads=inference_threads(settings),
-                       device=settings["device"], backend_options=json.loads(settings["backend_options"]))
+    """The node's policy, loaded in the calling thread."""
+    return Policy(*node_load_request(settings).load())
 
 
 def start_node_policy(settings: Mapping[str, Any]) -> tuple[Policy, InferenceWorker, list[str]]:
@@ -68,11 +76,7 @@ def start_node_policy(settings: Mapping[str, Any]) -> tuple[Policy, InferenceWor
       the backend's pool threads inherit that priority.
     """
     if settings["inference_isolation"] == "process":
-        backend = ProcessBackend.start(LoadRequest(
-            _model_path(settings), settings["backend"],
-            BackendOptions(num_threads=inference_threads(settings), device=settings["device"],
-                           extra=json.loads(settings["backend_options"])),
-            settings["inference_nice"]))
+        backend = ProcessBackend.start(node_load_request(settings))
         return Policy(backend.artifacts, backend), InferenceWorker(), backend.warnings
     worker = start_inference_worker(settings)
     try:
@@ -81,12 +85,6 @@ def start_node_policy(settings: Mapping[str, Any]) -> tuple[Policy, InferenceWor
         worker.close()
         raise
     return policy, worker, worker.setup_messages
-
-
-def _model_path(settings: Mapping[str, Any]) -> str:
-    if not settings["model_path"]:
-        raise ParameterError("model_path: expected a LeRobot pretrained_model folder or deploy bundle, got ''")
-    return settings["model_path"]
 
 
 def inference_threads(settings: Mapping[str, Any]) -> int:
