@@ -63,7 +63,7 @@ TRANSITION_ACTIVATE, TRANSITION_DEACTIVATE = 3, 4  # lifecycle_msgs/Transition i
 
 
 def params_yaml(backend: str, rate: float, nice: int, saturate: bool, threads: int, realtime: int,
-                isolation: str) -> str:
+                isolation: str, slice_us: int) -> str:
     return "\n".join([
         "/**:", "  ros__parameters:",
         f"    backend: {backend}",
@@ -71,6 +71,7 @@ def params_yaml(backend: str, rate: float, nice: int, saturate: bool, threads: i
         f"    num_threads: {threads}",
         f"    inference_nice: {nice}",
         f"    control_realtime_priority: {realtime}",
+        f"    sched_slice_us: {slice_us}",
         "    joint_state_topic: /joint_states",
         f"    joint_names: [{', '.join(JOINTS)}]",
         "    camera_topics: [front=/camera/image_raw]",
@@ -168,7 +169,8 @@ def run_one(args: argparse.Namespace, rec: Recorder, backend: str, rate: float, 
         rec.diagnostics.clear()
         rec.logs.clear()
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
-        f.write(params_yaml(backend, rate, nice, saturate, threads, args.control_realtime_priority, isolation))
+        f.write(params_yaml(backend, rate, nice, saturate, threads, args.control_realtime_priority, isolation,
+                            args.sched_slice_us))
     launch = subprocess.Popen(
         ["ros2", "launch", "act_policy", "pi5_cpu.launch.py", f"model_path:={args.bundle}", f"params_file:={f.name}"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
@@ -182,6 +184,9 @@ def run_one(args: argparse.Namespace, rec: Recorder, backend: str, rate: float, 
     result: dict[str, object] = {"backend": backend, "rate_hz": rate, "stress": stress, "inference_nice": nice,
                                  "inference_isolation": isolation, "num_threads": threads,
                                  "control_realtime_priority": args.control_realtime_priority,
+                                 "sched_slice_us": args.sched_slice_us,
+                                 # since the parameter exists, the inference process leads its own session
+                                 "inference_own_session": isolation == "process",
                                  "uptime_before": load_before}
     try:
         deadline = time.monotonic() + args.startup_timeout
@@ -237,13 +242,14 @@ def run_one(args: argparse.Namespace, rec: Recorder, backend: str, rate: float, 
 
 
 def toggles(rec: Recorder) -> dict[str, float | None]:
-    """Seconds from re-enabling / re-activating to the node's next ``commanding`` log line."""
+    """Seconds from re-enabling / re-activating to the node's next ``commanding`` log line, and the total time
+    (request → result, ``~/latency``) of the inference whose chunk resumed commanding."""
     out: dict[str, float | None] = {}
     rec.call(rec.enable, SetBool.Request(data=False))
     time.sleep(1.0)
     t0 = time.monotonic()
     rec.call(rec.enable, SetBool.Request(data=True))
-    out["enable_to_commanding_s"] = wait_for_log(rec, t0)
+    out["enable_to_commanding_s"], out["enable_inference_s"] = resumed(rec, t0)
     for transition in (TRANSITION_DEACTIVATE, TRANSITION_ACTIVATE):
         request = ChangeState.Request()
         request.transition.id = transition
@@ -251,8 +257,23 @@ def toggles(rec: Recorder) -> dict[str, float | None]:
         rec.call(rec.lifecycle, request)
         if transition == TRANSITION_DEACTIVATE:
             time.sleep(1.0)
-    out["activate_to_commanding_s"] = wait_for_log(rec, t0)
+    out["activate_to_commanding_s"], out["activate_inference_s"] = resumed(rec, t0)
     return out
+
+
+def resumed(rec: Recorder, start: float) -> tuple[float | None, float | None]:
+    """(s to the first ``commanding`` log line after ``start``, total s of the inference that resumed it).
+
+    The node publishes ``~/latency`` in the tick that takes a chunk up, the same tick that commands again: the
+    resuming inference is the last latency message received before the log line (+50 ms for delivery order).
+    """
+    took = wait_for_log(rec, start)
+    if took is None:
+        return None, None
+    time.sleep(0.2)
+    with rec.lock:
+        totals = [total for t, total, _ in rec.latency if start <= t <= start + took + 0.05]
+    return took, round(totals[-1] / 1e3, 3) if totals else None
 
 
 def wait_for_log(rec: Recorder, start: float, timeout: float = 60.0) -> float | None:
@@ -313,16 +334,17 @@ def error_lines(text: str, context: int = 12) -> list[str]:
 
 def markdown_table(records: list[dict]) -> str:
     """One row per run of a results file written by --json."""
-    rows = ["| backend | Hz | stress | isolation | nice | FIFO | rate Hz (node) | jitter p50/p99/max ms (node) | "
-            "jitter p99/max ms (recv) | max gap ms | missed ticks | late callbacks | holds logged | "
-            "inference p50 ms (n) | resume enable/activate s | exit s | load 1 min |",
-            "|" + "---|" * 17]
+    rows = ["| backend | Hz | stress | isolation | nice | FIFO | slice µs | rate Hz (node) | "
+            "jitter p50/p99/max ms (node) | jitter p99/max ms (recv) | max gap ms | missed ticks | late callbacks | "
+            "holds logged | inference p50 ms (n) | resume enable/activate s (its inference s) | exit s | load 1 min |",
+            "|" + "---|" * 18]
     for record in records:
         for r in record["runs"]:
             if "failed" in r:
                 rows.append(f"| {r['backend']} | {r['rate_hz']:g} | {r['stress']} | {isolation_of(r)} | "
                             f"{r['inference_nice']} | "
-                            f"{r.get('control_realtime_priority') or 'no'} | failed: {r['failed'].splitlines()[0]} |")
+                            f"{r.get('control_realtime_priority') or 'no'} | {slice_of(r)} | "
+                            f"failed: {r['failed'].splitlines()[0]} |")
                 continue
             node, recv = r.get("node_stamps", {}), r.get("receive_side", {})
             diag, resume = r.get("diagnostics_last", {}), r.get("resume", {})
@@ -330,18 +352,24 @@ def markdown_table(records: list[dict]) -> str:
             holds = "; ".join(h.replace("holding: ", "") for h in r.get("holds_logged", [])) or "none"
             rows.append(" | ".join([
                 "", r["backend"], f"{r['rate_hz']:g}", r["stress"], isolation_of(r), str(r["inference_nice"]),
-                str(r["control_realtime_priority"] or "no"), str(node.get("rate_hz")),
+                str(r["control_realtime_priority"] or "no"), slice_of(r), str(node.get("rate_hz")),
                 f"{jn.get('p50')}/{jn.get('p99')}/{jn.get('max')}", f"{jr.get('p99')}/{jr.get('max')}",
                 str(node.get("gap_ms", {}).get("max")), str(diag.get("missed control ticks")),
                 str(diag.get("late input callbacks")), f"{r.get('hold_lines', 0)}: {holds}",
                 f"{inf.get('p50')} ({inf.get('count')})",
-                f"{resume.get('enable_to_commanding_s')}/{resume.get('activate_to_commanding_s')}",
+                f"{resume.get('enable_to_commanding_s')}/{resume.get('activate_to_commanding_s')}"
+                f" ({resume.get('enable_inference_s')}/{resume.get('activate_inference_s')})",
                 str(r["shutdown"]["exit_s"]), r["uptime_before"].split("load average: ")[1].split(",")[0], ""]).strip())
     return "\n".join(rows)
 
 
 def isolation_of(run: dict) -> str:
-    return run.get("inference_isolation", "thread")  # runs recorded before the parameter existed ran in a thread
+    isolation = run.get("inference_isolation", "thread")  # runs recorded before the parameter existed: a thread
+    return f"{isolation}, own session" if run.get("inference_own_session") else isolation
+
+
+def slice_of(run: dict) -> str:
+    return str(run.get("sched_slice_us") or "kernel")  # runs recorded before sched_slice_us: the kernel's default
 
 
 def main() -> None:
@@ -360,6 +388,7 @@ def main() -> None:
                    help="inference_isolation, repeatable; default: the node's default")
     p.add_argument("--num-threads", type=int, default=0, help="without stress; 0 = the node's default")
     p.add_argument("--control-realtime-priority", type=int, default=0)
+    p.add_argument("--sched-slice-us", type=int, help="default: the node's default")
     p.add_argument("--duration", type=float, default=60.0, help="measured seconds per run")
     p.add_argument("--warmup", type=float, default=5.0, help="seconds after the first inference, not measured")
     p.add_argument("--startup-timeout", type=float, default=180.0)
@@ -370,6 +399,8 @@ def main() -> None:
 
     nices = args.inference_nice or [SPECS["inference_nice"].default]
     isolations = args.isolation or [SPECS["inference_isolation"].default]
+    if args.sched_slice_us is None:
+        args.sched_slice_us = SPECS["sched_slice_us"].default
     rclpy.init()
     rec = Recorder()
     executor = SingleThreadedExecutor()

@@ -25,3 +25,20 @@ def thread_nice_values(pid: int) -> dict[str, int]:
 
 def command_line(pid: int) -> list[str]:
     return Path(f"/proc/{pid}/cmdline").read_text().split("\0")
+
+
+def thread_slices_ns(pid: int) -> dict[str, int]:
+    """The EEVDF slice of every thread of ``pid`` by thread name (``se.slice`` of /proc/PID/task/TID/sched);
+    empty where the kernel does not show it."""
+    slices = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for line in (task / "sched").read_text().splitlines():
+            if line.startswith("se.slice"):
+                slices[(task / "comm").read_text().strip() + "/" + task.name] = int(line.split(":")[1])
+    return slices
+
+
+def autogroup_nice(pid: int) -> int | None:
+    """The nice value of the autogroup (session) of ``pid``, None without autogroups (man 7 sched)."""
+    path = Path(f"/proc/{pid}/autogroup")
+    return int(path.read_text().rsplit("nice", 1)[1]) if path.exists() else None

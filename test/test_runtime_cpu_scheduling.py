@@ -7,10 +7,14 @@ times, and the control thread is checked by what it did, not by how fast.
 from __future__ import annotations
 
 import os
+import platform
+import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import pytest
+from proc_helpers import autogroup_nice, thread_slices_ns
 
 from act_policy.runtime.cpu_scheduling import (
     current_thread_nice,
@@ -18,6 +22,7 @@ from act_policy.runtime.cpu_scheduling import (
     lower_current_thread_priority,
     make_current_thread_normal,
     make_current_thread_realtime,
+    set_current_thread_slice,
     usable_cpus,
 )
 from act_policy.runtime.realtime import InferenceWorker
@@ -119,6 +124,72 @@ def test_a_real_time_thread_can_always_return_to_normal_scheduling():
         return os.sched_getscheduler(0)
 
     assert in_new_thread(attempt) == os.SCHED_OTHER
+
+
+def own_slice_ns() -> int | None:
+    """The calling thread's slice as /proc shows it (None where it does not)."""
+    return next((ns for name, ns in thread_slices_ns(os.getpid()).items()
+                 if name.endswith(f"/{threading.get_native_id()}")), None)
+
+
+def kernel_takes_a_slice() -> bool:
+    return in_new_thread(lambda: set_current_thread_slice(300) is None)
+
+
+custom_slices = pytest.mark.skipif(not sys.platform.startswith("linux") or not kernel_takes_a_slice(),
+                                   reason="custom EEVDF slices need Linux >= 6.12 on x86_64 or aarch64")
+
+
+@custom_slices
+def test_a_short_slice_is_taken_by_the_thread_and_by_the_threads_it_starts_later():
+    def shortened():
+        before = own_slice_ns()
+        assert set_current_thread_slice(250) is None
+        return before, own_slice_ns(), in_new_thread(own_slice_ns)
+
+    default, own, started = in_new_thread(shortened)
+    assert own == started == 250_000 != default
+    assert own_slice_ns() == default  # the caller's thread is untouched
+
+
+@custom_slices
+def test_slice_zero_and_normal_scheduling_give_the_thread_the_kernels_default_back():
+    default = in_new_thread(own_slice_ns)
+
+    def reset(undo):
+        set_current_thread_slice(300)
+        undo()
+        return own_slice_ns()
+
+    assert in_new_thread(lambda: reset(lambda: set_current_thread_slice(0))) == default
+    assert in_new_thread(lambda: reset(make_current_thread_normal)) == default
+
+
+def test_a_slice_outside_what_linux_takes_is_a_programming_error():
+    for bad in (1, 99, 100_001):
+        with pytest.raises(ValueError, match="0 or 100"):
+            set_current_thread_slice(bad)
+
+
+def test_a_slice_on_an_architecture_without_a_known_syscall_is_reported_not_attempted(monkeypatch):
+    monkeypatch.setattr(platform, "machine", lambda: "riscv64")
+    assert "x86_64 or aarch64" in set_current_thread_slice(300)
+    assert set_current_thread_slice(0) is None  # the default needs nothing
+
+
+LOWER_SESSION = "from act_policy.runtime.cpu_scheduling import lower_session_priority as f; print(f(3))"
+
+
+@pytest.mark.skipif(not Path("/proc/self/autogroup").exists(), reason="the kernel has no autogroups")
+def test_a_process_leading_its_own_session_lowers_the_session_and_no_other():
+    mine = autogroup_nice(os.getpid())
+    leader = subprocess.run([sys.executable, "-c", LOWER_SESSION + "; import os; print(open('/proc/self/autogroup')"
+                             ".read().rsplit('nice', 1)[1].strip())"],
+                            capture_output=True, text=True, start_new_session=True, check=True)
+    assert leader.stdout.split() == ["None", str(min(19, mine + 3))]
+    member = subprocess.run([sys.executable, "-c", LOWER_SESSION], capture_output=True, text=True, check=True)
+    assert "does not lead its own session" in member.stdout
+    assert autogroup_nice(os.getpid()) == mine
 
 
 def test_next_deadline_keeps_the_rate_without_drift():

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from proc_helpers import process_gone, thread_nice_values
+from proc_helpers import autogroup_nice, process_gone, thread_nice_values, thread_slices_ns
 
 from act_policy.backends import BackendOptions, ModelInputs, create_backend
 from act_policy.core.errors import BackendError, CheckpointError
 from act_policy.core.policy import Policy, load_artifacts
-from act_policy.runtime.cpu_scheduling import make_current_thread_realtime
+from act_policy.runtime.cpu_scheduling import make_current_thread_realtime, set_current_thread_slice
 from act_policy.runtime.inference_process import LoadRequest, ProcessBackend
 from act_policy.runtime.parameters import validate
 from act_policy.runtime.realtime import InferenceWorker
@@ -104,6 +104,33 @@ def test_the_child_runs_normally_scheduled_even_when_started_from_a_real_time_th
     backend = box["backend"]
     try:
         assert os.sched_getscheduler(backend.pid) == os.SCHED_OTHER
+    finally:
+        backend.close()
+
+
+@linux_only
+def test_the_child_leads_its_own_session_lowered_like_itself_and_keeps_the_default_slice(tiny_bundle):
+    """With autogroups a nice value counts only within a session: sharing the node's, inference would still
+    compete with the drivers and every other program at full weight. The node's short slice (sched_slice_us)
+    is for its own threads, not for inference."""
+    box = {}
+
+    def start():
+        box["shortened"] = set_current_thread_slice(300) is None  # as the node's executor thread does
+        box["backend"] = ProcessBackend.start(LoadRequest(str(tiny_bundle), "onnx_fp32", ONE_THREAD, nice=7))
+
+    thread = threading.Thread(target=start)
+    thread.start()
+    thread.join()
+    backend = box["backend"]
+    try:
+        assert os.getsid(backend.pid) == backend.pid != os.getsid(0)
+        mine = autogroup_nice(os.getpid())
+        if mine is not None:
+            assert autogroup_nice(backend.pid) == min(19, mine + 7)
+        if box["shortened"]:  # a kernel that takes custom slices (Linux >= 6.12)
+            assert 300_000 not in thread_slices_ns(backend.pid).values()
+        assert backend.warnings == []
     finally:
         backend.close()
 

@@ -67,6 +67,16 @@ def test_invalid_changes_are_refused_with_a_reason_naming_the_parameter(changes,
     assert reason in str(info.value)
 
 
+def test_a_scheduling_slice_is_the_kernels_default_or_what_linux_takes():
+    assert validate({"sched_slice_us": 0})["sched_slice_us"] == 0
+    assert validate({"sched_slice_us": 100})["sched_slice_us"] == 100
+    with pytest.raises(ParameterError, match=r"sched_slice_us: expected 0 \(the kernel's default\) or "
+                                             r"100-100000 us \(what Linux takes\), got 99"):
+        validate({"sched_slice_us": 99})
+    with pytest.raises(ParameterError, match=r"sched_slice_us: expected a value in \[0, 100000\] us"):
+        validate({"sched_slice_us": 100_001})
+
+
 def test_a_refused_set_changes_nothing_even_if_part_of_it_was_valid():
     current = base()
     snapshot = dict(current)

@@ -5,27 +5,33 @@ The node runs (docs/ros.md, "Scheduling design"):
 * the **control thread**, which ticks at ``control_rate_hz`` and publishes commands; it keeps the priority
   the process was started with, or gets ``SCHED_FIFO`` when ``control_realtime_priority`` asks for it and
   the system permits it;
-* the **executor threads**, which run the input subscriptions, the services and the diagnostics timer at
+* the **executor thread**, which runs the input subscriptions, the services and the diagnostics timer at
   the process's priority;
-* the **inference process** (``inference_isolation: process``, the default): normally scheduled whatever
-  started it, ``inference_nice`` levels lower, it loads and runs the backend; the node's **handover
-  worker** thread converts and normalizes the observations, sends them and waits (``SCHED_FIFO`` one below
-  the control thread when that one is real-time, so it is never preempted holding the GIL);
+* both, and the handover worker below, with a short EEVDF slice (``sched_slice_us``), so that they preempt
+  other normally scheduled work as soon as they wake;
+* the **inference process** (``inference_isolation: process``, the default): in its own session, normally
+  scheduled whatever started it, it and its session ``inference_nice`` levels lower, it loads and runs the
+  backend; the node's **handover worker** thread converts and normalizes the observations, sends them and
+  waits (``SCHED_FIFO`` one below the control thread when that one is real-time, so it is never preempted
+  holding the GIL);
 * or, with ``inference_isolation: thread``, an **inference thread** in the node that loads and runs the
   policy ``inference_nice`` levels lower. Torch's and ONNX Runtime's pool threads inherit the priority of
   the thread that creates them, which is why the policy is loaded in that thread
   (see :class:`act_policy.runtime.realtime.InferenceWorker`).
 
 Linux's scheduling calls act on the calling *thread* when given its thread id (``setpriority``) or 0
-(``sched_setscheduler``, ``sched_setaffinity``): that is what makes per-thread priorities possible in one
-process. Raising one's nice value never needs a privilege; ``SCHED_FIFO`` needs ``CAP_SYS_NICE`` or an
-``RLIMIT_RTPRIO`` (``ulimit -r``) at least the requested priority. Every function here reports what it
-could not do as text for the log instead of raising: a missing privilege degrades timing, not function.
+(``sched_setscheduler``, ``sched_setattr``, ``sched_setaffinity``): that is what makes per-thread priorities
+possible in one process. Raising one's nice value or one's session's and shortening one's slice never need a
+privilege; ``SCHED_FIFO`` needs ``CAP_SYS_NICE`` or an ``RLIMIT_RTPRIO`` (``ulimit -r``) at least the
+requested priority. Every function here reports what it could not do as text for the log instead of
+raising: a missing privilege or kernel feature degrades timing, not function.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
+import platform
 import sys
 import threading
 
@@ -95,12 +101,91 @@ def make_current_thread_realtime(priority: int) -> str | None:
 
 
 def make_current_thread_normal() -> None:
-    """Put the calling thread under the normal policy (``SCHED_OTHER``) if it is real-time; needs no privilege.
+    """Put the calling thread under the normal policy (``SCHED_OTHER``) if it is real-time, with the kernel's
+    default slice; needs no privilege.
 
-    For a process that must not inherit a real-time policy from the thread that started it (the inference
-    process, when the node runs under ``chrt`` or was started from a real-time thread)."""
+    For inference, which must not inherit a real-time policy or a short slice from the thread that started it
+    (the node's threads, or a node run under ``chrt``)."""
     if hasattr(os, "sched_getscheduler") and os.sched_getscheduler(0) in (os.SCHED_FIFO, os.SCHED_RR):
         os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+    set_current_thread_slice(0)
+
+
+# sched_setattr / sched_getattr syscall numbers: arch/x86/entry/syscalls/syscall_64.tbl and the generic table
+# arm64 uses (include/uapi/asm-generic/unistd.h); Python's os module has neither call
+_SCHED_ATTR_SYSCALLS = {"x86_64": (314, 315), "aarch64": (274, 275)}
+SLICE_RANGE_US = (100, 100_000)  # what Linux takes as a custom slice (it clamps sched_runtime to 0.1–100 ms)
+
+
+class _SchedAttr(ctypes.Structure):
+    """``struct sched_attr`` (include/uapi/linux/sched/types.h, ``SCHED_ATTR_SIZE_VER1``)."""
+
+    _fields_ = [("size", ctypes.c_uint32), ("sched_policy", ctypes.c_uint32), ("sched_flags", ctypes.c_uint64),
+                ("sched_nice", ctypes.c_int32), ("sched_priority", ctypes.c_uint32),
+                ("sched_runtime", ctypes.c_uint64), ("sched_deadline", ctypes.c_uint64),
+                ("sched_period", ctypes.c_uint64), ("sched_util_min", ctypes.c_uint32),
+                ("sched_util_max", ctypes.c_uint32)]
+
+
+def set_current_thread_slice(slice_us: int) -> str | None:
+    """Ask Linux's EEVDF scheduler for a ``slice_us`` µs slice for the calling, normally scheduled thread
+    (0 = the kernel's default); threads it creates afterwards inherit it.
+
+    Since Linux 6.12 a task whose slice is shorter than the running task's preempts it when it wakes
+    (``sched_setattr`` with ``sched_runtime`` for ``SCHED_OTHER``; Documentation/scheduler/sched-eevdf.rst):
+    its wake-up latency drops while its share of the CPU stays what its nice value gives, so no privilege is
+    needed. Returns None when the kernel reports the slice back, else why not (for a warning): another OS or
+    architecture, a kernel before 6.12 (it ignores the request), a real-time thread. ValueError outside
+    0 and :data:`SLICE_RANGE_US`.
+    """
+    if slice_us and not SLICE_RANGE_US[0] <= slice_us <= SLICE_RANGE_US[1]:
+        raise ValueError(f"a scheduling slice is 0 or {SLICE_RANGE_US[0]}–{SLICE_RANGE_US[1]} us, got {slice_us}")
+    numbers = _SCHED_ATTR_SYSCALLS.get(platform.machine()) if sys.platform.startswith("linux") else None
+    if numbers is None:
+        return None if slice_us == 0 else (f"scheduling slice not set: needs Linux on x86_64 or aarch64, this is "
+                                           f"{sys.platform} {platform.machine()}")
+    libc = ctypes.CDLL(None, use_errno=True)
+    attr = _SchedAttr()
+
+    def call(number: int, *args: int) -> int:  # the errno, 0 on success
+        return 0 if libc.syscall(number, 0, ctypes.byref(attr), *args) == 0 else ctypes.get_errno()
+    if err := call(numbers[1], ctypes.sizeof(attr), 0):
+        return f"scheduling slice not set (sched_getattr: {os.strerror(err)})"
+    if attr.sched_policy != os.SCHED_OTHER:
+        return None if slice_us == 0 else (f"scheduling slice not set: the thread is not normally scheduled "
+                                           f"(policy {attr.sched_policy})")
+    # sched_setattr sets the nice value too: the thread's own goes back in (lowering it would need a privilege)
+    attr.size, attr.sched_flags, attr.sched_runtime = ctypes.sizeof(attr), 0, slice_us * 1000
+    if err := call(numbers[0], 0):
+        return f"scheduling slice not set (sched_setattr {slice_us} us: {os.strerror(err)})"
+    if slice_us and (call(numbers[1], ctypes.sizeof(attr), 0) or attr.sched_runtime != slice_us * 1000):
+        return (f"scheduling slice not set: this kernel ({platform.release()}) does not take a custom slice "
+                "(Linux >= 6.12 does); the node's threads keep the default")
+    return None
+
+
+def lower_session_priority(levels: int) -> str | None:
+    """Raise the nice value of the calling process's autogroup by ``levels`` (capped at 19); never needs a privilege.
+
+    With autogroups (``CONFIG_SCHED_AUTOGROUP``, on in common desktop and Raspberry Pi kernels) the scheduler
+    first shares the CPU between sessions and only then between the threads of one session, so a thread's nice
+    value counts only against its own session; a session's own is in ``/proc/self/autogroup`` (man 7 sched).
+    Only for a process that leads its own session (started with ``start_new_session``): in a shared session
+    it would lower its neighbours too. Returns None when done or when there are no autogroups, else why not.
+    """
+    path = "/proc/self/autogroup"
+    if levels <= 0 or not os.path.exists(path):
+        return None
+    if os.getsid(0) != os.getpid():
+        return "session priority not lowered: the process does not lead its own session"
+    try:
+        with open(path) as f:
+            current = int(f.read().rsplit("nice", 1)[1])
+        with open(path, "w") as f:
+            f.write(str(min(MAX_NICE, current + levels)))
+    except (OSError, ValueError, IndexError) as exc:
+        return f"session priority not lowered ({path}: {exc})"
+    return None
 
 
 def _rtprio_limit() -> str:

@@ -51,15 +51,18 @@ from act_policy.core.errors import ActPolicyError, BackendError
 # The child's entry. The parent's sys.path comes first, so that the child imports exactly the act_policy (and
 # the runtimes) the node runs, wherever it was started from. The priority is set before anything else is
 # imported (every thread inherits its creator's, and numpy's BLAS starts its threads at import): normal
-# scheduling, whatever the starting thread had, then inference_nice levels lower.
+# scheduling and slice, whatever the starting thread had, then inference_nice levels lower — the process and,
+# as it leads its own session, its session (with autogroups a nice value only counts within the session).
 _BOOTSTRAP = """
 import json, sys
 sys.path[:] = json.loads(sys.argv[1])
-from act_policy.runtime.cpu_scheduling import lower_current_thread_priority, make_current_thread_normal
+from act_policy.runtime.cpu_scheduling import (lower_current_thread_priority, lower_session_priority,
+                                               make_current_thread_normal)
 make_current_thread_normal()
-refused = lower_current_thread_priority(int(sys.argv[4]))
+levels = int(sys.argv[4])
+refused = [r for r in (lower_current_thread_priority(levels), lower_session_priority(levels)) if r]
 from act_policy.runtime.inference_process import serve
-serve(int(sys.argv[2]), int(sys.argv[3]), refused)
+serve(int(sys.argv[2]), int(sys.argv[3]), "; ".join(refused) or None)
 """
 
 
@@ -119,7 +122,8 @@ class ProcessBackend(Backend):
         child_cancels, cancels = Pipe(duplex=False)
         fds = (child_jobs.fileno(), child_cancels.fileno())
         child = subprocess.Popen([sys.executable, "-c", _BOOTSTRAP, json.dumps(sys.path), *map(str, fds),
-                                  str(request.nice)], pass_fds=fds, stdin=subprocess.DEVNULL)
+                                  str(request.nice)], pass_fds=fds, stdin=subprocess.DEVNULL,
+                                 start_new_session=True)
         child_jobs.close()  # the child holds the only other ends: its exit is our end of file
         child_cancels.close()
         try:

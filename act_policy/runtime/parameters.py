@@ -22,6 +22,7 @@ from typing import Any
 from act_policy.core.config import IMAGE_PREFIX
 from act_policy.core.errors import SettingError
 from act_policy.core.scheduling import AGGREGATIONS
+from act_policy.runtime.cpu_scheduling import SLICE_RANGE_US
 
 CAMERA_PREFIX = IMAGE_PREFIX + "s."  # LeRobot camera features are "observation.images.<name>"
 
@@ -88,9 +89,16 @@ PARAMETERS: tuple[ParamSpec, ...] = (
       "shares neither the GIL nor a crash with the node and ends at once with it; `thread` = a thread of the "
       "node (about 40 MB less memory, one process to profile). Control timing measured the same (docs/ros.md)",
       read_only=True, choices=INFERENCE_ISOLATION),
-    P("inference_nice", T.INT, 10, "how many nice levels inference (the child process, or the inference thread, "
+    P("inference_nice", T.INT, 5, "how many nice levels inference (the child process, or the inference thread, "
       "and the torch / ONNX Runtime threads they create) runs below the control, input and service threads; "
-      "0 = same priority. Never needs a privilege", read_only=True, min=0, max=19),
+      "0 = same priority. The child process leads its own session and lowers the session too: with Linux's "
+      "autogroups a nice value counts only within its session, so inference then also yields to the drivers "
+      "and other programs. Never needs a privilege", read_only=True, min=0, max=19),
+    P("sched_slice_us", T.INT, 300, "scheduling slice the node's control, executor and handover threads ask "
+      "Linux's EEVDF scheduler for (Linux >= 6.12, no privilege): a thread with a shorter slice than the running "
+      "one preempts it when it wakes, at the same share of the CPU. 0 = the kernel's default (1.4 ms on the "
+      "2-CPU test machine); else 100-100000. On other systems a warning says it was not applied",
+      read_only=True, unit="us", min=0, max=SLICE_RANGE_US[1]),
     P("control_realtime_priority", T.INT, 0, "SCHED_FIFO priority of the control thread; 0 = normal scheduling. "
       "Needs CAP_SYS_NICE or an rtprio limit (`ulimit -r`); refused with a warning, the thread then runs at "
       "normal priority", read_only=True, min=0, max=99),
@@ -335,6 +343,9 @@ def _check_rules(s: Mapping[str, Any], context: PolicyContext | None) -> None:
         raise ParameterError(f"backend_options: expected a JSON object, got {s['backend_options']!r} ({exc})")
     if not isinstance(options, dict):
         raise ParameterError(f"backend_options: expected a JSON object, got {s['backend_options']!r}")
+    if 0 < s["sched_slice_us"] < SLICE_RANGE_US[0]:
+        raise ParameterError(f"sched_slice_us: expected 0 (the kernel's default) or {SLICE_RANGE_US[0]}-"
+                             f"{SLICE_RANGE_US[1]} us (what Linux takes), got {s['sched_slice_us']}")
     if not s["command_topic"].strip():
         raise ParameterError("command_topic: expected a topic name, got an empty string")
     names = s["joint_names"]

@@ -19,7 +19,9 @@ from act_policy.core.policy import Policy
 from act_policy.runtime.cpu_scheduling import (
     default_inference_threads,
     lower_current_thread_priority,
+    make_current_thread_normal,
     make_current_thread_realtime,
+    set_current_thread_slice,
     usable_cpus,
 )
 from act_policy.runtime.health import HealthMonitor, Report, assess
@@ -69,22 +71,27 @@ def start_node_policy(settings: Mapping[str, Any]) -> tuple[Policy, InferenceWor
     """The node's policy and the worker thread that runs it, isolated as ``inference_isolation`` says, and the
     warnings of what the system refused (e.g. lowering a priority). Blocks while the policy loads.
 
-    * ``process``: the backend runs in a child process ``inference_nice`` levels lower
+    The calling thread (the node's executor thread) first takes the ``sched_slice_us`` slice, which the
+    worker and, later, the control thread it starts inherit.
+
+    * ``process``: the backend runs in a child process in its own session ``inference_nice`` levels lower
       (:class:`~act_policy.runtime.inference_process.ProcessBackend`); the worker thread stays at the node's
       priority: it pre- and post-processes and otherwise waits for the child without holding the GIL.
     * ``thread``: the worker thread runs ``inference_nice`` levels lower and loads the policy itself, so that
       the backend's pool threads inherit that priority.
     """
+    refused = set_current_thread_slice(settings["sched_slice_us"])  # inherited by the threads started below
+    warnings = [refused] if refused else []
     if settings["inference_isolation"] == "process":
         backend = ProcessBackend.start(node_load_request(settings))
-        return Policy(backend.artifacts, backend), InferenceWorker(), backend.warnings
+        return Policy(backend.artifacts, backend), InferenceWorker(), warnings + backend.warnings
     worker = start_inference_worker(settings)
     try:
         policy = worker.call(lambda: load_node_policy(settings))  # pool threads inherit the worker's priority
     except BaseException:
         worker.close()
         raise
-    return policy, worker, worker.setup_messages
+    return policy, worker, warnings + worker.setup_messages
 
 
 def inference_threads(settings: Mapping[str, Any]) -> int:
@@ -99,6 +106,7 @@ def start_inference_worker(settings: Mapping[str, Any], clock: Callable[[], floa
     levels = settings["inference_nice"]
 
     def lower_priority() -> list[str]:
+        make_current_thread_normal()  # not the short slice of the node's threads
         refused = lower_current_thread_priority(levels)
         return [refused] if refused else []
     return InferenceWorker(clock, setup=lower_priority)

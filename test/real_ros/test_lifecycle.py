@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import re
 
 from diagnostic_msgs.msg import DiagnosticArray
-from proc_helpers import command_line, process_gone, thread_nice_values
+from proc_helpers import command_line, process_gone, thread_nice_values, thread_slices_ns
 from rclpy.qos import ReliabilityPolicy
 from std_msgs.msg import Float64MultiArray
 
@@ -81,6 +82,10 @@ def test_inference_runs_in_a_niced_child_process_that_ends_with_the_configuratio
     assert "act_policy.runtime.inference_process" in " ".join(command_line(child))
     node_nice = thread_nice_values(node.process.pid)[str(node.process.pid)]
     assert set(thread_nice_values(child).values()) == {min(19, node_nice + 5)}
+    assert os.getsid(child) == child != os.getsid(node.process.pid)
+    if not any("scheduling slice not set" in line for line in node.lines("WARN")):  # Linux >= 6.12
+        # the executor thread that configured, the handover worker and the control thread it started
+        assert list(thread_slices_ns(node.process.pid).values()).count(300_000) >= 3
 
     assert ros.change_state("cleanup")
     wait_until(lambda: process_gone(child), "the inference process to end at cleanup")
@@ -91,7 +96,7 @@ def test_inference_runs_in_a_niced_child_process_that_ends_with_the_configuratio
     second = inference_process(node)
     assert second != child and not process_gone(second)
 
-    assert node.interrupt() == 0  # Ctrl-C reaches the child too (same process group): only the node ends it
+    assert node.interrupt() == 0  # Ctrl-C of the node's process group; the child, in its own session, ends with it
     wait_until(lambda: process_gone(second), "the inference process to end with the node")
 
 
