@@ -147,6 +147,18 @@ def test_quantize_from_recorded_observations_with_too_few_samples_fails(quantize
         quantize_bundle(bundle, tmp_path, 4, progress=lambda _: None)
 
 
+def test_a_bundle_missing_a_file_it_lists_is_refused_before_calibration_and_left_as_it_was(
+        quantized: Path, tmp_path: Path) -> None:
+    from act_policy.core.errors import CheckpointError
+
+    bundle = Path(shutil.copytree(quantized, tmp_path / "bundle"))
+    (bundle / HEAD_INT8_GRAPH).unlink()
+    before = (bundle / POLICY_FILE).read_text()
+    with pytest.raises(CheckpointError, match=rf"lists \['{HEAD_INT8_GRAPH}'\], missing from .*damaged"):
+        quantize_bundle(bundle, None, 10**6, progress=lambda _: None)  # a calibration would fail: too many samples
+    assert (bundle / POLICY_FILE).read_text() == before
+
+
 def test_quantize_from_recorded_observations(quantized: Path, tmp_path: Path) -> None:
     bundle = Path(shutil.copytree(quantized, tmp_path / "bundle"))
     (bundle / INT8_GRAPH).unlink()

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -108,8 +109,20 @@ def policy_document(artifacts: PolicyArtifacts, source_sha256: str | None) -> di
     }
 
 
+def require_listed_files(folder: Path, document: dict[str, Any], rewritten: Collection[str] = ()) -> None:
+    """CheckpointError naming every file ``document['files']`` lists that ``folder`` lacks (a damaged bundle),
+    except those in ``rewritten`` (about to be written again)."""
+    missing = sorted(name for name in document["files"] if name not in rewritten and not (folder / name).is_file())
+    if missing:
+        raise CheckpointError(f"{folder / POLICY_FILE}: lists {missing}, missing from {folder}: the bundle is "
+                              "damaged; export it again (and quantize it again if it was)")
+
+
 def write_policy_document(folder: Path, document: dict[str, Any]) -> None:
-    """Hash every file named in ``document['files']`` (values are replaced) and write policy.json."""
+    """Hash every file named in ``document['files']`` (values are replaced) and write policy.json.
+
+    CheckpointError (and policy.json left as it was) when a named file is missing."""
+    require_listed_files(folder, document)
     document["files"] = {name: sha256_file(folder / name) for name in sorted(document["files"])}
     tmp = folder / (POLICY_FILE + ".tmp")
     tmp.write_text(json.dumps(document, indent=2) + "\n")

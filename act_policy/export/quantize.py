@@ -50,6 +50,7 @@ from act_policy.export.bundle import (
     HEAD_INT8_GRAPH,
     INT8_GRAPH,
     read_policy_document,
+    require_listed_files,
     verified_file,
     write_policy_document,
 )
@@ -435,6 +436,8 @@ def quantize_bundle(bundle: str | Path, source: str | Path | Recording | None, s
     """
     bundle = Path(bundle)
     document = read_policy_document(bundle)
+    # policy.json is rewritten at the end, naming every file: fail before minutes of calibration
+    require_listed_files(bundle, document, rewritten={INT8_GRAPH} | ({HEAD_INT8_GRAPH} if head else set()))
     fp32 = verified_file(bundle, FP32_GRAPH, document)
     head_graph = verified_file(bundle, HEAD_GRAPH, document) if head else None  # before minutes of calibration
     artifacts = load_bundle(bundle)
