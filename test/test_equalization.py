@@ -161,3 +161,19 @@ def test_folded_relus_leave_no_relu_after_an_int8_layer_and_fewer_quantize_nodes
     assert all(z > 0 for z in zero_points[False])
     for op in ("Conv", "Gemm", "Add", "MaxPool", "MatMul"):
         assert counts[True][op] == counts[False][op], op
+
+
+def test_equalizing_the_backbone_still_quantizes_the_hailo_head_which_has_none(tiny_bundle: Path,
+                                                                               tmp_path: Path) -> None:
+    import shutil
+
+    from act_policy.export.bundle import HEAD_INT8_GRAPH
+    from act_policy.export.quantize import DEFAULT_RECIPE, quantize_bundle
+
+    bundle = Path(shutil.copytree(tiny_bundle, tmp_path / "bundle"))
+    recipe = Recipe(DEFAULT_RECIPE.float_groups, equalization=frozenset({"backbone", "ffn"}), fold_relu=True)
+    record = quantize_bundle(bundle, None, 4, lambda _: None, recipe, head=True)
+    assert record["recipe"]["equalization"] == ["backbone", "ffn"]
+    assert (bundle / HEAD_INT8_GRAPH).exists()
+    with pytest.raises(CheckpointError, match="the graph has no backbone pair"):  # alone, the head has none
+        equalization_pairs(onnx.load(str(bundle / "head.onnx")), ["backbone"])

@@ -34,6 +34,7 @@ the per-group sensitivity report and the candidates tried):
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import tempfile
 import time
@@ -531,7 +532,10 @@ def quantize_bundle(bundle: str | Path, source: str | Path | Recording | None, s
         def head_feeds() -> Iterator[dict[str, np.ndarray]]:
             return _head_feeds(bundle, document, (policy.preprocess(o) for o in observations))
 
-        head_excluded = quantize_graph(head_graph, bundle / HEAD_INT8_GRAPH, head_feeds, recipe, samples, progress)
+        # The head has no backbone (the NPU runs it): its equalization is the rest of what was asked.
+        head_recipe = dataclasses.replace(recipe, equalization=recipe.equalization - {"backbone"})
+        head_excluded = quantize_graph(head_graph, bundle / HEAD_INT8_GRAPH, head_feeds, head_recipe, samples,
+                                       progress)
         record["head"] = {"graph": HEAD_INT8_GRAPH, "float_nodes": head_excluded,
                           "calibration_inputs": "backbone feature maps of the calibration observations"}
         document["files"][HEAD_INT8_GRAPH] = ""
