@@ -20,6 +20,12 @@ Pairs in an ACT graph: ``conv1 → ReLU → conv2`` of every ResNet BasicBlock, 
 linear2`` of every transformer feed-forward block (the Gemms' Reshapes, which keep the channel as
 the last axis, are allowed in between). Projections fed by a LayerNorm are not pairs: in ACT's
 post-norm layers the LayerNorm's output also feeds the residual Add, so its scale cannot move.
+
+Measured (benchmarks/int8_recipe.md, section 6): on the seeded demo and LeRobot-made 480x640
+policies equalization did not lower the held-out error (``Recipe.equalization`` is off by default).
+What did is :func:`relus_next_to_producers`' companion, folding each ReLU into its layer's INT8
+range (``Recipe.fold_relu``): ONNX Runtime rounds a ReLU's input on its pre-ReLU range otherwise,
+which equalization makes worse by scaling up mostly-negative channels.
 """
 
 from __future__ import annotations

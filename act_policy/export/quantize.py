@@ -124,7 +124,8 @@ class Recipe:
     rounded again after the ReLU. ONNX Runtime's quantizer does the folding when ``Relu`` is among
     the quantized operator types; a ReLU behind a Reshape (the transformer's feed-forward blocks) is
     first moved next to its Gemm (:func:`act_policy.export.equalization.relus_next_to_producers`).
-    Fewer nodes: one QuantizeLinear/DequantizeLinear pair and the float ReLU less per folded ReLU.
+    Fewer nodes in the graph ONNX Runtime runs (a QuantizeLinear/DequantizeLinear pair and the float
+    ReLU less per folded ReLU), the same integer kernels.
 
     ``equalization``: groups of :data:`act_policy.export.equalization.PAIR_GROUPS` whose
     layer → ReLU → layer pairs get SmoothQuant scales with exponent ``equalization_alpha``, folded
