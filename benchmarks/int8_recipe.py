@@ -63,6 +63,10 @@ CANDIDATES: dict[str, Recipe] = {
     "M A + layer bias correction": Recipe(LEGACY_FLOAT, layer_bias_correction=True),
     "N A with mean-minmax ranges": Recipe(LEGACY_FLOAT, calibration="mean-minmax"),
     "O N + layer bias correction": Recipe(LEGACY_FLOAT, calibration="mean-minmax", layer_bias_correction=True),
+    "R O + folded ReLUs": Recipe(LEGACY_FLOAT, calibration="mean-minmax", layer_bias_correction=True, fold_relu=True),
+    "S R + equalization alpha 0.5": Recipe(LEGACY_FLOAT, calibration="mean-minmax", layer_bias_correction=True,
+                                           fold_relu=True, equalization=frozenset({"backbone", "ffn"})),
+    "T R without layer bias correction": Recipe(LEGACY_FLOAT, calibration="mean-minmax", fold_relu=True),
 }
 
 

@@ -15,6 +15,7 @@ from act_policy import load_policy
 from act_policy.core.synthetic import synthetic_observations
 from act_policy.export.bundle import HEAD_GRAPH, HEAD_INT8_GRAPH, INT8_GRAPH, POLICY_FILE, sha256_file
 from act_policy.export.calibration import CalibrationError, calibration_observations, npz_observations
+from act_policy.export.equalization import relus_next_to_producers
 from act_policy.export.fidelity import compare, held_out_observations
 from act_policy.export.onnx_export import flat_inputs
 from act_policy.export.quantize import (
@@ -280,15 +281,22 @@ def _calibration_feeds(bundle: Path, observations: list[dict[str, np.ndarray]]):
     return lambda: (dict(zip(names, flat_inputs(reference.preprocess(o)), strict=True)) for o in observations)
 
 
+@pytest.mark.parametrize("fold_relu", [False, True])
 def test_layer_bias_correction_leaves_each_int8_layer_less_than_half_a_bias_step_of_mean_shift(
-        quantized: Path, tmp_path: Path) -> None:
+        quantized: Path, tmp_path: Path, fold_relu: bool) -> None:
     import onnx
     from onnx import numpy_helper
 
     artifacts = load_policy(quantized, backend="cpu_fp32", num_threads=1).artifacts
     feeds = _calibration_feeds(quantized, list(synthetic_observations(SPEC, artifacts.input_stats, 4, seed=5)))
     fp32, graph = quantized / "act_fp32.onnx", tmp_path / "int8.onnx"
-    quantize_graph(fp32, graph, feeds, Recipe(frozenset({"backbone_stem", "action_head"})), 4, lambda _: None)
+    if fold_relu:  # a folded ReLU's layer writes the ReLU's output name: the shift is still taken before the ReLU
+        moved = onnx.load(str(fp32))
+        relus_next_to_producers(moved)
+        fp32 = tmp_path / "fp32_relus_moved.onnx"
+        onnx.save(moved, str(fp32))
+    quantize_graph(fp32, graph, feeds, Recipe(frozenset({"backbone_stem", "action_head"}), fold_relu=fold_relu), 4,
+                   lambda _: None)
     before = layer_output_shifts(fp32, graph, feeds())
     assert correct_layer_biases(fp32, graph, feeds(), lambda _: None) == len(before)
     after = layer_output_shifts(fp32, graph, feeds())
@@ -334,6 +342,7 @@ def test_mean_minmax_ranges_are_the_mean_of_each_observations_range_so_one_outli
     (dict(float_groups=frozenset(), bias_correction=True), "keep 'action_head' in float"),
     (dict(float_groups=frozenset(), calibration="kl"), "calibration method 'kl'"),
     (dict(float_groups=frozenset(), activation_type="s16"), "activation type 's16'"),
+    (dict(float_groups=frozenset(), equalization=frozenset({"ffn"}), equalization_alpha=-0.1), "alpha -0.1"),
 ])
 def test_a_bad_recipe_is_refused_before_calibration(recipe: dict, message: str) -> None:
     from act_policy.core.errors import CheckpointError
@@ -351,5 +360,6 @@ def test_the_cli_options_printed_for_a_recipe_select_that_recipe() -> None:
     add_arguments(parser)
     assert recipe_from_args(parser.parse_args(["bundle"])) == DEFAULT_RECIPE
     other = Recipe(frozenset({"backbone_stem", "action_head"}), ("/backbone/layer2/",), "percentile", 99.9, "s8",
-                   True, not DEFAULT_RECIPE.layer_bias_correction)
+                   True, not DEFAULT_RECIPE.layer_bias_correction, not DEFAULT_RECIPE.fold_relu,
+                   frozenset({"backbone", "ffn"}) - DEFAULT_RECIPE.equalization, 0.25)
     assert recipe_from_args(parser.parse_args(["bundle", *recipe_options(other)])) == other

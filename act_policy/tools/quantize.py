@@ -26,6 +26,7 @@ from act_policy.core.policy import load_policy
 from act_policy.core.synthetic import DEMO_NAME
 from act_policy.export import reference_policy, stderr_progress
 from act_policy.export.calibration import SYNTHETIC, CalibrationError, calibration_observations, calibration_source
+from act_policy.export.equalization import PAIR_GROUPS
 from act_policy.export.fidelity import compare, held_out_observations, summary_line
 from act_policy.export.quantize import (
     ACTIVATION_TYPES,
@@ -66,6 +67,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         default=DEFAULT_RECIPE.layer_bias_correction,
                         help="add to each INT8 layer's bias the mean output shift INT8 gives it on the calibration "
                              f"observations (default {'on' if DEFAULT_RECIPE.layer_bias_correction else 'off'})")
+    recipe.add_argument("--fold-relu", action=argparse.BooleanOptionalAction, default=DEFAULT_RECIPE.fold_relu,
+                        help="fold each ReLU after an INT8 layer into that layer's INT8 output range instead of "
+                             f"rounding the pre-ReLU values (default {'on' if DEFAULT_RECIPE.fold_relu else 'off'})")
+    recipe.add_argument("--equalize", default=",".join(sorted(DEFAULT_RECIPE.equalization)),
+                        help="comma-separated layer pairs given SmoothQuant activation equalization before "
+                             "calibration, of: " + ", ".join(f"{k} ({v})" for k, v in PAIR_GROUPS.items())
+                             + f" (default '{','.join(sorted(DEFAULT_RECIPE.equalization))}')")
+    recipe.add_argument("--equalization-alpha", type=float, default=DEFAULT_RECIPE.equalization_alpha,
+                        help="SmoothQuant exponent in [0, 1] for --equalize: 1 evens out activation ranges fully "
+                             f"(default {DEFAULT_RECIPE.equalization_alpha:g})")
     recipe.add_argument("--activation-type", choices=ACTIVATION_TYPES, default=DEFAULT_RECIPE.activation_type,
                         help=f"INT8 activation type (default {DEFAULT_RECIPE.activation_type}); u8 and s8 give "
                              "identical actions on ARM")
@@ -76,11 +87,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_recording_arguments(parser)
 
 
+def _names(option: str) -> list[str]:
+    return [name.strip() for name in option.split(",") if name.strip()]
+
+
 def recipe_from_args(args: argparse.Namespace) -> Recipe:
-    groups = frozenset(g.strip() for g in args.float_groups.split(",") if g.strip())
-    patterns = tuple(p.strip() for p in args.float_nodes.split(",") if p.strip())
-    return Recipe(groups, patterns, args.calibration, args.percentile, args.activation_type, args.bias_correction,
-                  args.layer_bias_correction)
+    return Recipe(frozenset(_names(args.float_groups)), tuple(_names(args.float_nodes)), args.calibration,
+                  args.percentile, args.activation_type, args.bias_correction, args.layer_bias_correction,
+                  args.fold_relu, frozenset(_names(args.equalize)), args.equalization_alpha)
 
 
 def recipe_options(recipe: Recipe) -> list[str]:
@@ -92,6 +106,9 @@ def recipe_options(recipe: Recipe) -> list[str]:
         options.append(f"--percentile={recipe.percentile:g}")
     options += ["--bias-correction" if recipe.bias_correction else "--no-bias-correction",
                 "--layer-bias-correction" if recipe.layer_bias_correction else "--no-layer-bias-correction",
+                "--fold-relu" if recipe.fold_relu else "--no-fold-relu",
+                f"--equalize={','.join(sorted(recipe.equalization))}",
+                f"--equalization-alpha={recipe.equalization_alpha:g}",
                 f"--activation-type={recipe.activation_type}"]
     return options
 
