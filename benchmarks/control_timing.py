@@ -185,8 +185,6 @@ def run_one(args: argparse.Namespace, rec: Recorder, backend: str, rate: float, 
                                  "inference_isolation": isolation, "num_threads": threads,
                                  "control_realtime_priority": args.control_realtime_priority,
                                  "sched_slice_us": args.sched_slice_us,
-                                 # since the parameter exists, the inference process leads its own session
-                                 "inference_own_session": isolation == "process",
                                  "uptime_before": load_before}
     try:
         deadline = time.monotonic() + args.startup_timeout
@@ -196,6 +194,7 @@ def run_one(args: argparse.Namespace, rec: Recorder, backend: str, rate: float, 
             time.sleep(0.2)
         if not rec.latency:
             raise RuntimeError(f"the node did not infer within {args.startup_timeout} s:\n" + "".join(output[-30:]))
+        result["scheduling"] = scheduling_in_effect(output, args.sched_slice_us)
         if stress == "inference+hog":
             hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(cpus)]
         time.sleep(args.warmup)
@@ -239,6 +238,35 @@ def run_one(args: argparse.Namespace, rec: Recorder, backend: str, rate: float, 
             standin.kill()
         os.unlink(f.name)
     return result
+
+
+def scheduling_in_effect(output: list[str], slice_us: int) -> dict[str, object]:
+    """What the running node's processes really got, read from /proc (not what was asked for): the inference
+    process's session and autogroup nice, how many node threads have the requested slice, and the node's
+    warnings about what the system refused."""
+    text = "".join(output)
+    started = re.search(r"act_policy_node-1\]: process started with pid \[(\d+)\]", text)
+    found: dict[str, object] = {"warnings": [line.strip() for line in text.splitlines()
+                                             if re.search(r"not (set|lowered|made real-time)", line)]}
+    if started is None:
+        return found
+    node = int(started.group(1))
+    children = [int(c) for task in Path(f"/proc/{node}/task").iterdir()
+                for c in (task / "children").read_text().split()]
+    if children:
+        child = children[0]
+        found["inference_process"] = {"own_session": os.getsid(child) == child,
+                                      "session_nice": autogroup_nice(child), "node_session_nice": autogroup_nice(node)}
+    if slice_us:
+        found["node_threads_with_slice"] = sum(
+            f"se.slice {slice_us * 1000}" in " ".join((task / "sched").read_text().split()).replace(" : ", " ")
+            for task in Path(f"/proc/{node}/task").iterdir())
+    return found
+
+
+def autogroup_nice(pid: int) -> int | None:
+    path = Path(f"/proc/{pid}/autogroup")
+    return int(path.read_text().rsplit("nice", 1)[1]) if path.exists() else None
 
 
 def toggles(rec: Recorder) -> dict[str, float | None]:
@@ -365,7 +393,10 @@ def markdown_table(records: list[dict]) -> str:
 
 def isolation_of(run: dict) -> str:
     isolation = run.get("inference_isolation", "thread")  # runs recorded before the parameter existed: a thread
-    return f"{isolation}, own session" if run.get("inference_own_session") else isolation
+    child = run.get("scheduling", {}).get("inference_process", {})
+    # runs recorded before the child's session was read back: the code of that time made it lead one
+    own = child.get("own_session", run.get("inference_own_session"))
+    return f"{isolation}, own session" if own else isolation
 
 
 def slice_of(run: dict) -> str:

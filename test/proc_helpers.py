@@ -28,13 +28,17 @@ def command_line(pid: int) -> list[str]:
 
 
 def thread_slices_ns(pid: int) -> dict[str, int]:
-    """The EEVDF slice of every thread of ``pid`` by thread name (``se.slice`` of /proc/PID/task/TID/sched);
-    empty where the kernel does not show it."""
+    """The EEVDF slice of every thread of ``pid`` by thread id (``se.slice`` of /proc/PID/task/TID/sched);
+    empty where the kernel does not show it. A thread that ends during the scan is left out."""
     slices = {}
     for task in Path(f"/proc/{pid}/task").iterdir():
-        for line in (task / "sched").read_text().splitlines():
-            if line.startswith("se.slice"):
-                slices[(task / "comm").read_text().strip() + "/" + task.name] = int(line.split(":")[1])
+        try:
+            lines = (task / "sched").read_text().splitlines()
+        except FileNotFoundError:
+            continue
+        found = [int(line.split(":")[1]) for line in lines if line.startswith("se.slice")]
+        if found:
+            slices[task.name] = found[0]
     return slices
 
 

@@ -34,6 +34,7 @@ import os
 import platform
 import sys
 import threading
+import time
 
 MAX_NICE = 19
 MAX_DEFAULT_THREADS = 4  # a Pi 5 has four cores; more rarely helps a batch-1 model
@@ -100,20 +101,20 @@ def make_current_thread_realtime(priority: int) -> str | None:
     return None
 
 
-def make_current_thread_normal() -> None:
+def make_current_thread_normal() -> str | None:
     """Put the calling thread under the normal policy (``SCHED_OTHER``) if it is real-time, with the kernel's
-    default slice; needs no privilege.
+    default slice; needs no privilege. Returns None, or why the slice could not be reset (for a warning).
 
-    For inference, which must not inherit a real-time policy or a short slice from the thread that started it
-    (the node's threads, or a node run under ``chrt``)."""
+    For inference and the recorder, which must not inherit a real-time policy or a short slice from the
+    thread that started them (the node's threads, or a node run under ``chrt``)."""
     if hasattr(os, "sched_getscheduler") and os.sched_getscheduler(0) in (os.SCHED_FIFO, os.SCHED_RR):
         os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
-    set_current_thread_slice(0)
+    return set_current_thread_slice(0)
 
 
 # sched_setattr / sched_getattr syscall numbers: arch/x86/entry/syscalls/syscall_64.tbl and the generic table
 # arm64 uses (include/uapi/asm-generic/unistd.h); Python's os module has neither call
-_SCHED_ATTR_SYSCALLS = {"x86_64": (314, 315), "aarch64": (274, 275)}
+_SCHED_ATTR_SYSCALLS = {"x86_64": (314, 315), "aarch64": (274, 275)}  # 64-bit processes only (arm32: 380/381)
 SLICE_RANGE_US = (100, 100_000)  # what Linux takes as a custom slice (it clamps sched_runtime to 0.1–100 ms)
 
 
@@ -131,61 +132,97 @@ def set_current_thread_slice(slice_us: int) -> str | None:
     """Ask Linux's EEVDF scheduler for a ``slice_us`` µs slice for the calling, normally scheduled thread
     (0 = the kernel's default); threads it creates afterwards inherit it.
 
-    Since Linux 6.12 a task whose slice is shorter than the running task's preempts it when it wakes
-    (``sched_setattr`` with ``sched_runtime`` for ``SCHED_OTHER``; Documentation/scheduler/sched-eevdf.rst):
-    its wake-up latency drops while its share of the CPU stays what its nice value gives, so no privilege is
-    needed. Returns None when the kernel reports the slice back, else why not (for a warning): another OS or
-    architecture, a kernel before 6.12 (it ignores the request), a real-time thread. ValueError outside
-    0 and :data:`SLICE_RANGE_US`.
+    Since Linux 6.12 a waking task whose slice is shorter than the running task's preempts it if it is owed
+    CPU time (eligible) and its deadline is earlier (``sched_setattr`` with ``sched_runtime`` for
+    ``SCHED_OTHER``; Documentation/scheduler/sched-eevdf.rst): its wake-up latency drops while its share of
+    the CPU stays what its nice value gives, so no privilege is needed. Returns None when the kernel reports
+    the slice back, else why not (for a warning): another OS or architecture, a 32-bit Python, a kernel
+    before 6.12 (it ignores the request), a real-time thread. ValueError outside 0 and
+    :data:`SLICE_RANGE_US`.
     """
     if slice_us and not SLICE_RANGE_US[0] <= slice_us <= SLICE_RANGE_US[1]:
         raise ValueError(f"a scheduling slice is 0 or {SLICE_RANGE_US[0]}–{SLICE_RANGE_US[1]} us, got {slice_us}")
-    numbers = _SCHED_ATTR_SYSCALLS.get(platform.machine()) if sys.platform.startswith("linux") else None
+    # a 32-bit Python on a 64-bit kernel (Raspberry Pi OS armhf on a Pi 5) reports machine() aarch64 too
+    linux64 = sys.platform.startswith("linux") and sys.maxsize > 2**32
+    numbers = _SCHED_ATTR_SYSCALLS.get(platform.machine()) if linux64 else None
     if numbers is None:
-        return None if slice_us == 0 else (f"scheduling slice not set: needs Linux on x86_64 or aarch64, this is "
-                                           f"{sys.platform} {platform.machine()}")
-    libc = ctypes.CDLL(None, use_errno=True)
+        return None if slice_us == 0 else (f"scheduling slice not set: needs a 64-bit Python on Linux x86_64 or "
+                                           f"aarch64, this is {sys.platform} {platform.machine()}")
+    syscall = ctypes.CDLL(None, use_errno=True).syscall
+    syscall.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_ulong, ctypes.c_ulong]
+    syscall.restype = ctypes.c_long
     attr = _SchedAttr()
 
-    def call(number: int, *args: int) -> int:  # the errno, 0 on success
-        return 0 if libc.syscall(number, 0, ctypes.byref(attr), *args) == 0 else ctypes.get_errno()
-    if err := call(numbers[1], ctypes.sizeof(attr), 0):
+    def call(number: int, size: int = 0) -> int:  # (pid 0 = this thread, attr, size, flags); the errno, 0 = ok
+        return 0 if syscall(number, 0, ctypes.addressof(attr), size, 0) == 0 else ctypes.get_errno()
+    if err := call(numbers[1], ctypes.sizeof(attr)):
         return f"scheduling slice not set (sched_getattr: {os.strerror(err)})"
     if attr.sched_policy != os.SCHED_OTHER:
         return None if slice_us == 0 else (f"scheduling slice not set: the thread is not normally scheduled "
                                            f"(policy {attr.sched_policy})")
     # sched_setattr sets the nice value too: the thread's own goes back in (lowering it would need a privilege)
     attr.size, attr.sched_flags, attr.sched_runtime = ctypes.sizeof(attr), 0, slice_us * 1000
-    if err := call(numbers[0], 0):
+    if err := call(numbers[0]):  # sched_setattr(pid, attr, flags): the flags are 0 here
         return f"scheduling slice not set (sched_setattr {slice_us} us: {os.strerror(err)})"
-    if slice_us and (call(numbers[1], ctypes.sizeof(attr), 0) or attr.sched_runtime != slice_us * 1000):
+    if slice_us and (call(numbers[1], ctypes.sizeof(attr)) or attr.sched_runtime != slice_us * 1000):
         return (f"scheduling slice not set: this kernel ({platform.release()}) does not take a custom slice "
                 "(Linux >= 6.12 does); the node's threads keep the default")
     return None
 
 
-def lower_session_priority(levels: int) -> str | None:
-    """Raise the nice value of the calling process's autogroup by ``levels`` (capped at 19); never needs a privilege.
+AUTOGROUP_WRITE_TRIES = 5  # an unprivileged write is refused (EAGAIN) within 100 ms of any other, machine-wide
 
-    With autogroups (``CONFIG_SCHED_AUTOGROUP``, on in common desktop and Raspberry Pi kernels) the scheduler
-    first shares the CPU between sessions and only then between the threads of one session, so a thread's nice
-    value counts only against its own session; a session's own is in ``/proc/self/autogroup`` (man 7 sched).
-    Only for a process that leads its own session (started with ``start_new_session``): in a shared session
-    it would lower its neighbours too. Returns None when done or when there are no autogroups, else why not.
+
+def session_nice(pid: int | str = "self") -> int | None:
+    """The nice value of the autogroup (session) of ``pid``; None where the kernel has no autogroups."""
+    try:
+        with open(f"/proc/{pid}/autogroup") as f:
+            return int(f.read().rsplit("nice", 1)[1])
+    except FileNotFoundError:
+        return None
+
+
+def lower_session_priority(levels: int, relative_to: int) -> str | None:
+    """Set the nice value of the calling process's autogroup (its session) to ``relative_to + levels``
+    (capped at 19); never needs a privilege.
+
+    With autogroups (``CONFIG_SCHED_AUTOGROUP``, ``kernel.sched_autogroup_enabled`` 1) the scheduler shares
+    the CPU between sessions first and between the threads of one session only then, so a thread's nice
+    value counts only within its session (man 7 sched). A new session starts at 0, hence ``relative_to``:
+    the session nice of the process it is to yield to. Only for a process that leads its own session
+    (``start_new_session``): in a shared one it would lower its neighbours too. A process in a cgroup with
+    its own CPU weight (a systemd service with ``CPUWeight=``, a container with CPU limits) is not
+    autogrouped: the write then changes nothing, and the thread nice values alone rank it within the cgroup.
+    Returns None when done or when autogroups are off, else why not.
     """
-    path = "/proc/self/autogroup"
-    if levels <= 0 or not os.path.exists(path):
+    if levels <= 0 or session_nice() is None or _read("/proc/sys/kernel/sched_autogroup_enabled") == "0":
         return None
     if os.getsid(0) != os.getpid():
         return "session priority not lowered: the process does not lead its own session"
+    target = min(MAX_NICE, relative_to + levels)
+    for attempt in range(AUTOGROUP_WRITE_TRIES):
+        try:
+            _write_autogroup_nice(target)
+            return None
+        except BlockingIOError:  # kernel/sched/autogroup.c: at most one unprivileged write per 100 ms
+            time.sleep(0.11 * (attempt + 1))
+        except OSError as exc:
+            return f"session priority not lowered (/proc/self/autogroup: {exc})"
+    return (f"session priority not lowered: /proc/self/autogroup refused {AUTOGROUP_WRITE_TRIES} writes "
+            "(another process was changing an autogroup at the same time)")
+
+
+def _write_autogroup_nice(nice: int) -> None:
+    with open("/proc/self/autogroup", "w") as f:
+        f.write(str(nice))
+
+
+def _read(path: str) -> str | None:
     try:
         with open(path) as f:
-            current = int(f.read().rsplit("nice", 1)[1])
-        with open(path, "w") as f:
-            f.write(str(min(MAX_NICE, current + levels)))
-    except (OSError, ValueError, IndexError) as exc:
-        return f"session priority not lowered ({path}: {exc})"
-    return None
+            return f.read().strip()
+    except OSError:
+        return None
 
 
 def _rtprio_limit() -> str:

@@ -47,6 +47,7 @@ import numpy as np
 from act_policy.backends.base import Backend, BackendOptions, ModelInputs
 from act_policy.core.artifacts import PolicyArtifacts
 from act_policy.core.errors import ActPolicyError, BackendError
+from act_policy.runtime.cpu_scheduling import session_nice
 
 # The child's entry. The parent's sys.path comes first, so that the child imports exactly the act_policy (and
 # the runtimes) the node runs, wherever it was started from. The priority is set before anything else is
@@ -58,9 +59,9 @@ import json, sys
 sys.path[:] = json.loads(sys.argv[1])
 from act_policy.runtime.cpu_scheduling import (lower_current_thread_priority, lower_session_priority,
                                                make_current_thread_normal)
-make_current_thread_normal()
-levels = int(sys.argv[4])
-refused = [r for r in (lower_current_thread_priority(levels), lower_session_priority(levels)) if r]
+levels, node_session_nice = int(sys.argv[4]), int(sys.argv[5])
+refused = [r for r in (make_current_thread_normal(), lower_current_thread_priority(levels),
+                       lower_session_priority(levels, relative_to=node_session_nice)) if r]
 from act_policy.runtime.inference_process import serve
 serve(int(sys.argv[2]), int(sys.argv[3]), "; ".join(refused) or None)
 """
@@ -122,8 +123,8 @@ class ProcessBackend(Backend):
         child_cancels, cancels = Pipe(duplex=False)
         fds = (child_jobs.fileno(), child_cancels.fileno())
         child = subprocess.Popen([sys.executable, "-c", _BOOTSTRAP, json.dumps(sys.path), *map(str, fds),
-                                  str(request.nice)], pass_fds=fds, stdin=subprocess.DEVNULL,
-                                 start_new_session=True)
+                                  str(request.nice), str(session_nice() or 0)], pass_fds=fds,
+                                 stdin=subprocess.DEVNULL, start_new_session=True)
         child_jobs.close()  # the child holds the only other ends: its exit is our end of file
         child_cancels.close()
         try:
@@ -237,7 +238,8 @@ def serve(jobs_fd: int, cancels_fd: int, refused_priority: str | None = None) ->
     """The child process: load what the parent asks for, then answer inference requests until it goes away.
 
     ``refused_priority``: why the bootstrap could not lower the priority, if it could not (sent as a warning)."""
-    # Ctrl-C in a terminal signals the whole process group; the node decides when its inference process ends
+    # the node decides when its inference process ends (its own session already keeps a terminal's Ctrl-C
+    # and group-wide signals of the node's process group away)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     jobs, cancels = Connection(jobs_fd), Connection(cancels_fd, writable=False)
     lock = threading.Lock()

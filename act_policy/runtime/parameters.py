@@ -87,7 +87,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
       "and the drivers", read_only=True, min=0, max=64),
     P("inference_isolation", T.STRING, "process", "where the backend runs: `process` = a child process, which "
       "shares neither the GIL nor a crash with the node and ends at once with it; `thread` = a thread of the "
-      "node (about 40 MB less memory, one process to profile). Control timing measured the same (docs/ros.md)",
+      "node (about 40 MB less memory, one process to profile), which shares the node's session: under CPU "
+      "stress its control timing measured worse (docs/ros.md, \"Scheduling design\")",
       read_only=True, choices=INFERENCE_ISOLATION),
     P("inference_nice", T.INT, 5, "how many nice levels inference (the child process, or the inference thread, "
       "and the torch / ONNX Runtime threads they create) runs below the control, input and service threads; "
@@ -95,9 +96,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
       "autogroups a nice value counts only within its session, so inference then also yields to the drivers "
       "and other programs. Never needs a privilege", read_only=True, min=0, max=19),
     P("sched_slice_us", T.INT, 300, "scheduling slice the node's control, executor and handover threads ask "
-      "Linux's EEVDF scheduler for (Linux >= 6.12, no privilege): a thread with a shorter slice than the running "
-      "one preempts it when it wakes, at the same share of the CPU. 0 = the kernel's default (1.4 ms on the "
-      "2-CPU test machine); else 100-100000. On other systems a warning says it was not applied",
+      "Linux's EEVDF scheduler for (Linux >= 6.12, no privilege): a waking thread with a shorter slice than the "
+      "running one may preempt it (when it is owed CPU time), at the same share of the CPU. 0 = the kernel's "
+      "default (1.4 ms on the 2-CPU test machine); else 100-100000. On other systems a warning says it was not applied",
       read_only=True, unit="us", min=0, max=SLICE_RANGE_US[1]),
     P("control_realtime_priority", T.INT, 0, "SCHED_FIFO priority of the control thread; 0 = normal scheduling. "
       "Needs CAP_SYS_NICE or an rtprio limit (`ulimit -r`); refused with a warning, the thread then runs at "

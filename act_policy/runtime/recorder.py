@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from act_policy.runtime.cpu_scheduling import make_current_thread_normal
+
 FILE_PATTERN = re.compile(r"obs_(\d{6,})\.npz$")
 
 
@@ -89,6 +91,8 @@ class ObservationRecorder:
             self._accepted += 1
 
     def _run(self) -> None:
+        # a background writer: not the short slice the node's threads ask for (it cannot fail where that worked)
+        make_current_thread_normal()
         while (item := self._queue.get()) is not None:
             path, observation = item
             try:

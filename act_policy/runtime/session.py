@@ -105,10 +105,8 @@ def start_inference_worker(settings: Mapping[str, Any], clock: Callable[[], floa
     :meth:`~InferenceWorker.call` so that the backend's pool threads inherit that priority."""
     levels = settings["inference_nice"]
 
-    def lower_priority() -> list[str]:
-        make_current_thread_normal()  # not the short slice of the node's threads
-        refused = lower_current_thread_priority(levels)
-        return [refused] if refused else []
+    def lower_priority() -> list[str]:  # not the short slice of the node's threads, then lower
+        return [r for r in (make_current_thread_normal(), lower_current_thread_priority(levels)) if r]
     return InferenceWorker(clock, setup=lower_priority)
 
 
