@@ -154,16 +154,21 @@ def keep_in_float32(core: ov.Core, model: ov.Model, scopes: Sequence[str],
                     path: Path) -> tuple[ov.Model, frozenset[str]]:
     """``model`` with every computing node whose name starts with one of ``scopes`` marked to stay float32.
 
-    Returns the marked model (read back from IR with OpenVINO's ``DisablePrecisionConversion`` attribute on the
-    islands' layers; same graph and weights) and the islands' node names. Raises BackendError when a scope
-    matches no node (a graph not exported the way the scope expects would otherwise run all in fp16) or when
-    OpenVINO did not create the attribute on every island node when reading the IR back."""
+    Returns the marked model (:func:`mark_float32`) and the islands' node names. Raises BackendError when a scope
+    matches no node: a graph not exported the way the scope expects would otherwise run all in fp16."""
     nodes = frozenset(op.get_friendly_name() for op in model.get_ordered_ops()
                       if op.get_type_name() not in _NOT_COMPUTED and op.get_friendly_name().startswith(tuple(scopes)))
     unmatched = [scope for scope in scopes if not any(node.startswith(scope) for node in nodes)]
     if unmatched:
         raise BackendError(f"{path}: no node named {' or '.join(f'{s}...' for s in unmatched)} to keep in float32; "
                            "expected a graph written by `act-policy export`")
+    return mark_float32(core, model, nodes, path), nodes
+
+
+def mark_float32(core: ov.Core, model: ov.Model, nodes: frozenset[str], path: Path) -> ov.Model:
+    """``model`` read back from IR with OpenVINO's ``DisablePrecisionConversion`` attribute on the layers named
+    ``nodes`` (same graph and weights). Raises BackendError when OpenVINO did not create the attribute on every
+    one of them when reading the IR back."""
     with tempfile.TemporaryDirectory(prefix="act_policy_openvino_") as folder:
         xml_file = Path(folder) / "model.xml"
         ov.save_model(model, xml_file, compress_to_fp16=False)
@@ -182,7 +187,7 @@ def keep_in_float32(core: ov.Core, model: ov.Model, scopes: Sequence[str],
     if unmarked:
         raise BackendError(f"{path}: OpenVINO {ov.get_version()} did not take the float32 mark "
                            f"({KEEP_PRECISION_ATTRIBUTE}) on {len(unmarked)} node(s), e.g. {sorted(unmarked)[0]}")
-    return marked, nodes
+    return marked
 
 
 def check_float32(runtime_model: ov.Model, nodes: frozenset[str], backend: str) -> None:
