@@ -25,9 +25,9 @@ from act_policy.export.fidelity import compare, held_out_observations
 # compute the same float32 graph and differ only in summation order and fused kernels (measured: 3e-6).
 FP32_TOLERANCE = 1e-4
 # fp16 rounds every activation to 11 significant bits. Measured on the emulated Cortex-A76 (arm rig, OpenVINO
-# 2026.4.1, 3 held-out observations): the tiny bundle's fp16 chunks are 1.7 % normalized relative L2 from
-# onnx_fp32, largest per-joint offset 0.013 σ; the bounds leave room for other seeds, not for a wrong precision
-# (bfloat16, 8 significant bits, is ~8x coarser).
+# 2026.4.1, 3 held-out observations, before the backbone's float32 islands): the tiny bundle's fp16 chunks are
+# 1.7 % normalized relative L2 from onnx_fp32, largest per-joint offset 0.013 σ; the bounds leave room for other
+# seeds, not for a wrong precision (bfloat16, 8 significant bits, is ~8x coarser).
 FP16_REL_L2 = 0.05
 FP16_MAX_BIAS_SIGMA = 0.03
 
