@@ -16,6 +16,7 @@ from bundle_helpers import tiny_policy_artifacts
 
 from act_policy import BackendError
 from act_policy.backends import BackendOptions, ModelInputs, backend_class, create_backend
+from act_policy.backends.openvino import OpenVinoFP16Backend, check_float32, keep_in_float32
 from act_policy.core.errors import MissingDependencyError
 from act_policy.core.policy import Policy, load_artifacts
 from act_policy.export.fidelity import compare, held_out_observations
@@ -24,9 +25,9 @@ from act_policy.export.fidelity import compare, held_out_observations
 # compute the same float32 graph and differ only in summation order and fused kernels (measured: 3e-6).
 FP32_TOLERANCE = 1e-4
 # fp16 rounds every activation to 11 significant bits. Measured on the emulated Cortex-A76 (arm rig, OpenVINO
-# 2026.4.1, 3 held-out observations): the tiny bundle's fp16 chunks are 1.7 % normalized relative L2 from
-# onnx_fp32, largest per-joint offset 0.013 σ; the bounds leave room for other seeds, not for a wrong precision
-# (bfloat16, 8 significant bits, is ~8x coarser).
+# 2026.4.1, 3 held-out observations, before the backbone's float32 islands): the tiny bundle's fp16 chunks are
+# 1.7 % normalized relative L2 from onnx_fp32, largest per-joint offset 0.013 σ; the bounds leave room for other
+# seeds, not for a wrong precision (bfloat16, 8 significant bits, is ~8x coarser).
 FP16_REL_L2 = 0.05
 FP16_MAX_BIAS_SIGMA = 0.03
 
@@ -178,3 +179,57 @@ print(policy.select_action(obs).shape)
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip() == "(6,)"
+
+
+def float32_islands(bundle: Path) -> tuple[ov.Core, ov.Model, ov.Model, frozenset[str]]:
+    """(core, the bundle's float graph, the same marked with openvino_fp16's float32 islands, the island nodes)."""
+    core = ov.Core()
+    model = core.read_model(bundle / "act_fp32.onnx")
+    marked, nodes = keep_in_float32(core, model, OpenVinoFP16Backend.float32_scopes, bundle / "act_fp32.onnx")
+    return core, model, marked, nodes
+
+
+def test_the_fp16_backends_float32_islands_are_marked_for_openvino_and_change_nothing_else(tiny_bundle: Path) -> None:
+    core, model, marked, nodes = float32_islands(tiny_bundle)
+    expected = {op.get_friendly_name() for op in model.get_ordered_ops()
+                if op.get_type_name() not in ("Parameter", "Result", "Constant")
+                and op.get_friendly_name().startswith(OpenVinoFP16Backend.float32_scopes)}
+    assert nodes == expected and len(nodes) >= 4
+    assert {op.get_friendly_name() for op in marked.get_ordered_ops()
+            if "DisablePrecisionConversion_0" in op.get_rt_info()} == nodes
+    # same graph and weights: identical float32 results
+    feed = {port.get_any_name(): np.random.default_rng(0).standard_normal(tuple(port.get_shape())).astype(np.float32)
+            for port in model.inputs}
+    results = [core.compile_model(m, "CPU", {"INFERENCE_PRECISION_HINT": "f32"}).create_infer_request().infer(feed)[0]
+               for m in (model, marked)]
+    np.testing.assert_array_equal(results[1], results[0])
+
+
+def test_a_float32_scope_that_matches_no_node_is_refused(tiny_bundle: Path) -> None:
+    core = ov.Core()
+    model = core.read_model(tiny_bundle / "act_fp32.onnx")
+    with pytest.raises(BackendError, match=r"act_fp32.onnx: no node named /model/no_such_module/\.\.\. to keep in"):
+        keep_in_float32(core, model, ("/model/backbone/", "/model/no_such_module/"), tiny_bundle / "act_fp32.onnx")
+
+
+@pytest.mark.skipif(not {"BF16", "FP16"} & set(ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")),
+                    reason="needs a CPU on which OpenVINO computes below float32 (BF16 or FP16 arithmetic)")
+def test_compiled_islands_are_checked_to_run_in_float32_while_the_rest_runs_lower(tiny_bundle: Path) -> None:
+    """Real OpenVINO runtime models: with the marks the island kernels run float32 and the check passes; the same
+    graph without them runs those kernels in bf16/f16 and the check refuses it, naming a node and the precision."""
+    core, model, marked, nodes = float32_islands(tiny_bundle)
+    lower = "f16" if "FP16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES") else "bf16"
+    config = {"INFERENCE_PRECISION_HINT": lower}
+    check_float32(core.compile_model(marked, "CPU", config).get_runtime_model(), nodes, "openvino_fp16")
+    unmarked = core.compile_model(model, "CPU", config).get_runtime_model()
+    precisions = {op.get_rt_info()["runtimePrecision"].astype(str) for op in unmarked.get_ordered_ops()}
+    assert lower in precisions  # the check below is not vacuous: OpenVINO did lower the precision here
+    with pytest.raises(BackendError, match=rf"openvino_fp16.*computes /model/backbone/.* in {lower}.*kept in float32"):
+        check_float32(unmarked, nodes, "openvino_fp16")
+
+
+def test_islands_that_no_compiled_kernel_carries_cannot_be_checked_and_are_refused(tiny_bundle: Path) -> None:
+    core, model, _, _ = float32_islands(tiny_bundle)
+    runtime = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"}).get_runtime_model()
+    with pytest.raises(BackendError, match=r"no kernel of the compiled model computes the float32 nodes"):
+        check_float32(runtime, frozenset({"/model/renamed/Conv"}), "openvino_fp16")
