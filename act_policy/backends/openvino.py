@@ -140,7 +140,7 @@ class OpenVinoFP16Backend(OpenVinoBackend):
     name = "openvino_fp16"
     precision = ov.Type.f16
     # the ResNet backbone's last two stages: fp16 everywhere is 1.30 % at 480x640, layer4 alone in float32 1.06 %,
-    # layer3 + layer4 0.73 % for 2,462 M instructions, 2.88x fewer than cpu_fp32 (benchmarks/pi5_proxy.md)
+    # layer3 + layer4 0.73 % for 2,471 M instructions, 2.87x fewer than cpu_fp32 (benchmarks/pi5_proxy.md)
     float32_scopes = ("/model/backbone/layer3/", "/model/backbone/layer4/")
 
 
