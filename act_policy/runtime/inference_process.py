@@ -36,6 +36,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import traceback
 from dataclasses import dataclass, replace
 from multiprocessing import Pipe
@@ -266,6 +267,8 @@ def serve(jobs_fd: int, cancels_fd: int, refused_priority: str | None = None) ->
             seq, inputs = _receive_inputs(jobs)
         except (EOFError, OSError):
             os._exit(0)
+        while cancels.poll(0):  # a cancel written before the request's last byte: let the listener take it first
+            time.sleep(0.0005)
         with lock:  # a cancel can arrive before its request has been read
             cancelled = seq <= state["cancelled"]
             state["running"] = None if cancelled else seq

@@ -120,3 +120,5 @@ def test_the_ros2_param_cli_answers_while_the_control_thread_runs_real_time(ros,
         getter = ros_process("ros2", "param", "get", "/act_policy", "control_rate_hz")
         assert getter.process.wait(HANG_GUARD_S) == 0, getter.output
         assert f"Double value is: {value}" in getter.output, getter.output
+    # the CLI started a ros2 daemon in this test's domain: it must not outlive the test into the next one
+    assert ros_process("ros2", "daemon", "stop").process.wait(HANG_GUARD_S) == 0
