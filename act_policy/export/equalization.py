@@ -41,6 +41,7 @@ import onnx
 from onnx import numpy_helper
 
 from act_policy.core.errors import CheckpointError
+from act_policy.export.onnx_probe import single_thread_session, with_outputs
 
 # Where the equalized pairs are, by name of the first layer of each pair (exported module paths).
 PAIR_GROUPS = {
@@ -183,17 +184,8 @@ def activation_ranges(model: Any, pairs: list[EqualizationPair],
 
     Keyed by the activation's tensor name; arrays (channels,), float64.
     """
-    import onnxruntime as ort
-
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    known = {o.name for o in probe.graph.output}
-    probe.graph.output.extend(onnx.helper.make_tensor_value_info(p.activation, onnx.TensorProto.FLOAT, None)
-                              for p in pairs if p.activation not in known)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    session = ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
     names = [p.activation for p in pairs]
+    session = single_thread_session(with_outputs(model, names))
     ranges = {p.activation: np.zeros(p.channels) for p in pairs}
     for feed in feeds:
         for pair, value in zip(pairs, session.run(names, feed), strict=True):

@@ -64,6 +64,7 @@ from act_policy.export.bundle import (
 from act_policy.export.calibration import CalibrationError, Recording, calibration_observations
 from act_policy.export.equalization import PAIR_GROUPS, equalize_graph, relus_next_to_producers
 from act_policy.export.onnx_export import Progress, flat_inputs
+from act_policy.export.onnx_probe import single_thread_session, with_outputs
 
 log = logging.getLogger(__name__)
 
@@ -369,7 +370,6 @@ def layer_output_shifts(reference: Path, quantized: Path,
     int32 bias, dequantized — the integer kernel's accumulator before it is requantized. Keyed by the
     layer's output tensor name; arrays (C,), in that tensor's units, averaged over ``feeds``.
     """
-    import onnxruntime as ort
     from onnx.utils import Extractor
 
     layers = _quantized_layers(onnx.load(str(quantized)))
@@ -380,15 +380,7 @@ def layer_output_shifts(reference: Path, quantized: Path,
     # output name; the accumulator is compared with the float layer's own (pre-ReLU) output.
     relus = {n.output[0]: n.input[0] for n in float_graph.graph.node if n.op_type == "Relu"}
     before_relu = {layer.output: relus.get(layer.output, layer.output) for layer in layers}
-    known = {o.name for o in float_graph.graph.output}
-    float_graph.graph.output.extend(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None)
-                                    for name in dict.fromkeys([layer.input for layer in layers]
-                                                              + list(before_relu.values())) if name not in known)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-
-    def session(model: Any) -> Any:
-        return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    float_graph = with_outputs(float_graph, [layer.input for layer in layers] + list(before_relu.values()))
 
     # Every INT8 layer alone, cut at its float input, side by side in one graph per round. A layer whose
     # output another layer is cut at (a folded ReLU: conv1's output is conv2's input) goes in a later round.
@@ -399,8 +391,8 @@ def layer_output_shifts(reference: Path, quantized: Path,
         remaining = [layer for layer in remaining if layer.output in cut_at]
         alone = Extractor(onnx.load(str(quantized))).extract_model(list(dict.fromkeys(layer.input for layer in batch)),
                                                                    [layer.output for layer in batch])
-        rounds.append((batch, session(alone)))
-    reference_session = session(float_graph)
+        rounds.append((batch, single_thread_session(alone)))
+    reference_session = single_thread_session(float_graph)
     names = [o.name for o in reference_session.get_outputs()]
     sums = {layer.output: np.zeros(layer.bias_scale.shape, np.float64) for layer in layers}
     count = 0
