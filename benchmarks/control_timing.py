@@ -55,6 +55,8 @@ from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_srvs.srv import SetBool
 
+from act_policy.runtime.cpu_scheduling import session_nice
+
 REPO = Path(__file__).resolve().parents[1]
 JOINTS = ["shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll", "gripper"]
 COMMAND_TOPIC = "/bench/commands"
@@ -256,17 +258,12 @@ def scheduling_in_effect(output: list[str], slice_us: int) -> dict[str, object]:
     if children:
         child = children[0]
         found["inference_process"] = {"own_session": os.getsid(child) == child,
-                                      "session_nice": autogroup_nice(child), "node_session_nice": autogroup_nice(node)}
+                                      "session_nice": session_nice(child), "node_session_nice": session_nice(node)}
     if slice_us:
-        found["node_threads_with_slice"] = sum(
-            f"se.slice {slice_us * 1000}" in " ".join((task / "sched").read_text().split()).replace(" : ", " ")
-            for task in Path(f"/proc/{node}/task").iterdir())
+        slices = [line.split(":")[1].strip() for task in Path(f"/proc/{node}/task").iterdir()
+                  for line in (task / "sched").read_text().splitlines() if line.startswith("se.slice")]
+        found["node_threads_with_slice"] = slices.count(str(slice_us * 1000))
     return found
-
-
-def autogroup_nice(pid: int) -> int | None:
-    path = Path(f"/proc/{pid}/autogroup")
-    return int(path.read_text().rsplit("nice", 1)[1]) if path.exists() else None
 
 
 def toggles(rec: Recorder) -> dict[str, float | None]:
