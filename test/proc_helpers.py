@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 
@@ -43,6 +44,8 @@ def thread_slices_ns(pid: int) -> dict[str, int]:
 
 
 def autogroup_nice(pid: int) -> int | None:
-    """The nice value of the autogroup (session) of ``pid``, None without autogroups (man 7 sched)."""
+    """The nice value of the autogroup (session) of ``pid`` (man 7 sched): None without autogroups, or in
+    init's session, whose file is empty."""
     path = Path(f"/proc/{pid}/autogroup")
-    return int(path.read_text().rsplit("nice", 1)[1]) if path.exists() else None
+    match = re.fullmatch(r"/autogroup-\d+ nice (-?\d+)\n", path.read_text()) if path.exists() else None
+    return int(match[1]) if match else None

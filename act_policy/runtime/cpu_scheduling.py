@@ -173,13 +173,19 @@ def set_current_thread_slice(slice_us: int) -> str | None:
 AUTOGROUP_WRITE_TRIES = 5  # an unprivileged write is refused (EAGAIN) within 100 ms of any other, machine-wide
 
 
+def autogroups_enabled() -> bool:
+    """Whether the kernel shares the CPU between sessions first (``CONFIG_SCHED_AUTOGROUP`` and
+    ``kernel.sched_autogroup_enabled`` 1; the sysctl exists only with the option)."""
+    return _read("/proc/sys/kernel/sched_autogroup_enabled") == "1"
+
+
 def session_nice(pid: int | str = "self") -> int | None:
-    """The nice value of the autogroup (session) of ``pid``; None where the kernel has no autogroups."""
-    try:
-        with open(f"/proc/{pid}/autogroup") as f:
-            return int(f.read().rsplit("nice", 1)[1])
-    except FileNotFoundError:
-        return None
+    """The nice value of the autogroup (session) of ``pid``: None where the kernel has no autogroups and for a
+    process still in init's session (the root task group, e.g. a service started without ``setsid``), whose
+    ``/proc/<pid>/autogroup`` is empty (kernel/sched/autogroup.c prints only a real autogroup's
+    ``/autogroup-<id> nice <n>``)."""
+    fields = (_read(f"/proc/{pid}/autogroup") or "").split()
+    return int(fields[2]) if len(fields) == 3 and fields[1] == "nice" else None
 
 
 def lower_session_priority(levels: int, relative_to: int) -> str | None:
@@ -195,7 +201,7 @@ def lower_session_priority(levels: int, relative_to: int) -> str | None:
     autogrouped: the write then changes nothing, and the thread nice values alone rank it within the cgroup.
     Returns None when done or when autogroups are off, else why not.
     """
-    if levels <= 0 or session_nice() is None or _read("/proc/sys/kernel/sched_autogroup_enabled") == "0":
+    if levels <= 0 or not autogroups_enabled():
         return None
     if os.getsid(0) != os.getpid():
         return "session priority not lowered: the process does not lead its own session"

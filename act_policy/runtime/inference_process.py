@@ -123,6 +123,7 @@ class ProcessBackend(Backend):
         jobs, child_jobs = Pipe(duplex=True)
         child_cancels, cancels = Pipe(duplex=False)
         fds = (child_jobs.fileno(), child_cancels.fileno())
+        # a node still in init's session (no autogroup: None) competes at the weight of a nice-0 session
         child = subprocess.Popen([sys.executable, "-c", _BOOTSTRAP, json.dumps(sys.path), *map(str, fds),
                                   str(request.nice), str(session_nice() or 0)], pass_fds=fds,
                                  stdin=subprocess.DEVNULL, start_new_session=True)
