@@ -3,12 +3,13 @@
 
 from __future__ import annotations
 
+import pytest
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.srv import DescribeParameters
 
 from act_policy.runtime.parameters import PARAMETERS, ParamType
 
-from .ros_harness import JOINTS, diagnostic_values
+from .ros_harness import HANG_GUARD_S, JOINTS, diagnostic_values, wait_until
 
 
 def configured(ros, start_node, **params):
@@ -106,3 +107,26 @@ def test_parameters_of_rclpy_itself_pass_through(ros, start_node):
     assert result.successful, result.reason
     assert ros.get_parameters("use_sim_time") == {"use_sim_time": True}
 
+
+
+def test_the_ros2_param_cli_answers_while_the_control_thread_runs_real_time(ros, start_node, ros_process):
+    """The Pi 5 files ask for SCHED_FIFO 40: `ros2 param` must still reach the node. With a running ros2
+    daemon, as on a robot after the first `ros2` command; without one the CLI may give up on discovery
+    before it sees any node ("Node not found" — real-time or not, docs/ros.md "Scheduling design")."""
+    node = configured(ros, start_node, control_realtime_priority=40)
+    if any("not made real-time" in line for line in node.lines("WARN")):
+        pytest.skip("SCHED_FIFO is not permitted here (no CAP_SYS_NICE or rtprio limit)")
+
+    def ros2(*args: str) -> str:
+        cli = ros_process("ros2", *args)
+        assert cli.process.wait(HANG_GUARD_S) == 0, cli.output
+        return cli.output
+    try:
+        ros2("daemon", "start")  # else the first command would start it and itself look with a short-lived node
+        wait_until(lambda: "/act_policy" in ros2("node", "list").split(), "the ros2 daemon to list /act_policy",
+                   poll=0.5)
+        for value in ("25.0", "30.0", "20.0"):
+            assert "Set parameter successful" in ros2("param", "set", "/act_policy", "control_rate_hz", value)
+            assert f"Double value is: {value}" in ros2("param", "get", "/act_policy", "control_rate_hz")
+    finally:  # the daemon of this test's domain must not outlive it
+        ros_process("ros2", "daemon", "stop").process.wait(HANG_GUARD_S)
