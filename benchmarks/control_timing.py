@@ -225,6 +225,8 @@ def run_one(args: argparse.Namespace, rec: Recorder, backend: str, rate: float, 
                 seen = [float(d[1][key]) for d in diagnostics if d[1].get(key, "").replace(".", "").isdigit()]
                 ages[key] = max(seen) if seen else None
             result["input_age_max_ms_at_diagnostics"] = ages
+        if args.cli_calls:
+            result["ros2_param_cli"] = ros2_param_cli(args.cli_calls)
         if args.toggle:
             result["resume"] = toggles(rec)
     finally:
@@ -240,6 +242,34 @@ def run_one(args: argparse.Namespace, rec: Recorder, backend: str, rate: float, 
             standin.kill()
         os.unlink(f.name)
     return result
+
+
+def ros2_param_cli(calls: int) -> dict[str, dict[str, object]]:
+    """``ros2 param get`` of the running node, ``calls`` times in each ros2 daemon mode: how many calls
+    answered "Node not found". Without a running daemon the command looks for the node with its own
+    short-lived node (``--spin-time`` 0.5 s + ``--timeout`` 1 s by default)."""
+    def ros2(*argv: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["ros2", *argv], capture_output=True, text=True, timeout=120)
+    modes = {"daemon stopped before each call": [], "daemon running": [], "--no-daemon": ["--no-daemon"]}
+    results: dict[str, dict[str, object]] = {}
+    for mode, extra in modes.items():
+        if mode == "daemon running":
+            ros2("daemon", "start")
+        seconds, outcomes = [], []
+        for _ in range(calls):
+            if mode == "daemon stopped before each call":
+                ros2("daemon", "stop")
+            start = time.monotonic()
+            done = ros2("param", "get", f"/{NODE}", "control_rate_hz", *extra)
+            seconds.append(time.monotonic() - start)
+            outcomes.append("ok" if done.returncode == 0 else
+                            "node not found" if "Node not found" in done.stdout + done.stderr else
+                            (done.stdout + done.stderr).strip()[-120:])
+        results[mode] = {"calls": calls, "node_not_found": outcomes.count("node not found"),
+                         "other_failures": [o for o in outcomes if o not in ("ok", "node not found")],
+                         "seconds": spread(np.array(seconds))}
+    ros2("daemon", "stop")  # none outlives the benchmark
+    return results
 
 
 def scheduling_in_effect(output: list[str], slice_us: int) -> dict[str, object]:
@@ -421,6 +451,8 @@ def main() -> None:
     p.add_argument("--warmup", type=float, default=5.0, help="seconds after the first inference, not measured")
     p.add_argument("--startup-timeout", type=float, default=180.0)
     p.add_argument("--toggle", action="store_true", help="measure enable and activate resume times")
+    p.add_argument("--cli-calls", type=int, default=0,
+                   help="after the measured window: this many `ros2 param get` calls per ros2 daemon mode")
     p.add_argument("--json", type=Path, help="append the results to this JSON file")
     args = p.parse_args()
     from act_policy.runtime.parameters import SPECS
