@@ -2,14 +2,15 @@
 
 Starts, in this order of parameter precedence (later wins): the backend params file
 (``config/pi5_<backend>.yaml``), the robot params file (``params_file``, default the SO-101
-example), then the launch arguments ``model_path`` and ``use_sim_time``. Optionally includes the
-arm driver's launch file and starts one camera driver whose image topic is remapped onto
+example), then the launch arguments ``model_path``, ``backend`` and ``use_sim_time``. Optionally
+includes the arm driver's launch file and starts one camera driver whose image topic is remapped onto
 ``camera_topic`` — the topic that the policy's ``camera_topics`` entry for that camera names.
 
 The lifecycle node is configured and activated with ChangeState events (configure at start,
-activate once it reaches ``inactive``), because ``LifecycleNode(autostart=True)`` only exists
-from launch_ros 0.26.7 and older Jazzy installs reject it. Set ``autostart:=false`` to drive
-the transitions yourself (``ros2 lifecycle set /act_policy configure``).
+activate once that configure reaches ``inactive``, never after a later configure by hand), because
+``LifecycleNode(autostart=True)`` only exists from launch_ros 0.26.7 and older Jazzy installs reject
+it. Set ``autostart:=false`` to drive the transitions yourself (``ros2 lifecycle set /act_policy
+configure``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from launch.actions import (
     IncludeLaunchDescription,
     OpaqueFunction,
     RegisterEventHandler,
+    UnregisterEventHandler,
 )
 from launch.events import matches_action
 from launch.launch_description_sources import AnyLaunchDescriptionSource
@@ -47,6 +49,8 @@ DRIVER_NODES = {
 
 ARGUMENTS = (
     ("model_path", "", "LeRobot pretrained_model folder or act_policy bundle (overrides the params files)"),
+    ("backend", "", "inference backend, e.g. cpu_int8 (overrides the params files); empty = the backend params "
+                    "file's"),
     ("params_file", "", "robot params file (joint names, cameras, limits); default config/so101_follower.yaml"),
     ("backend_params_file", "", "backend params file; default the one of this launch file"),
     ("namespace", "", "namespace of the policy node"),
@@ -77,8 +81,9 @@ def _setup(context: LaunchContext, backend_params: str) -> list:
     arg = context.launch_configurations.get
     use_sim_time = arg("use_sim_time", "false").lower() in ("true", "1", "yes")
     overrides = {"use_sim_time": use_sim_time}
-    if arg("model_path"):
-        overrides["model_path"] = arg("model_path")
+    for name in ("model_path", "backend"):
+        if arg(name):
+            overrides[name] = arg(name)
     node = LifecycleNode(
         package=PACKAGE, executable="act_policy_node", name=NODE_NAME, namespace=arg("namespace", ""),
         parameters=[arg("backend_params_file") or _config(backend_params),
@@ -94,13 +99,21 @@ def _setup(context: LaunchContext, backend_params: str) -> list:
 
 
 def _autostart(node: LifecycleNode) -> list:
+    """Configure once, and activate only after that first configure: a later configure by hand (after a
+    ``cleanup``, say to change a read-only parameter) must leave the node inactive, not set the arm moving."""
     def change(transition_id: int) -> EmitEvent:
         return EmitEvent(event=ChangeState(lifecycle_node_matcher=matches_action(node), transition_id=transition_id))
 
-    activate_when_inactive = RegisterEventHandler(OnStateTransition(
-        target_lifecycle_node=node, start_state="configuring", goal_state="inactive",
-        entities=[change(lifecycle_msgs.msg.Transition.TRANSITION_ACTIVATE)]))
-    return [activate_when_inactive, change(lifecycle_msgs.msg.Transition.TRANSITION_CONFIGURE)]
+    # whichever of the two fires first (handle_once) disarms the other
+    activate = OnStateTransition(
+        target_lifecycle_node=node, start_state="configuring", goal_state="inactive", handle_once=True,
+        entities=[change(lifecycle_msgs.msg.Transition.TRANSITION_ACTIVATE),
+                  OpaqueFunction(function=lambda _: [UnregisterEventHandler(give_up)])])
+    # a failed first configure ends in unconfigured (directly, or through errorprocessing)
+    give_up = OnStateTransition(target_lifecycle_node=node, goal_state="unconfigured", handle_once=True,
+                                entities=[UnregisterEventHandler(activate)])
+    return [RegisterEventHandler(activate), RegisterEventHandler(give_up),
+            change(lifecycle_msgs.msg.Transition.TRANSITION_CONFIGURE)]
 
 
 def _arm_driver(package: str, launch_file: str, use_sim_time: bool) -> list:

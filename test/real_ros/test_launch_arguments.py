@@ -54,6 +54,30 @@ def test_autostart_false_namespace_log_level_and_sim_time_are_applied(ros, ros_p
     assert launch.interrupt() == 0 and "process has finished cleanly" in launch.output, launch.output
 
 
+def test_the_backend_argument_overrides_the_params_files(ros, ros_process, tmp_path, tiny_quantized_bundle):
+    """pi5_cpu.yaml asks for openvino_fp16 (not installed here): `backend:=cpu_int8` must be the backend that runs,
+    never an argument ros2 launch drops without a word."""
+    robot = write_params(tmp_path / "robot.yaml", {k: v for k, v in BASE_PARAMS.items() if k != "backend"})
+    launch = ros_process("ros2", "launch", "act_policy", "pi5_cpu.launch.py", f"model_path:={tiny_quantized_bundle}",
+                         f"params_file:={robot}", "backend:=cpu_int8")
+    ros.wait_for_state("active")
+    assert ros.get_parameters("backend") == {"backend": "cpu_int8"}
+    assert launch.interrupt() == 0, launch.output
+
+
+def test_autostart_activates_after_its_own_configure_only(ros, ros_process, tmp_path, tiny_checkpoint):
+    """An operator who cleans up and configures again (say, to load another model) gets an inactive node: it
+    moves the arm only when they activate it."""
+    robot = write_params(tmp_path / "robot.yaml", BASE_PARAMS)
+    launch = ros_process("ros2", "launch", "act_policy", "pi5_cpu.launch.py", f"model_path:={tiny_checkpoint}",
+                         f"params_file:={robot}")
+    ros.wait_for_state("active")
+    assert ros.change_state("deactivate") and ros.change_state("cleanup")
+    assert ros.change_state("configure")
+    assert ros.change_state("activate"), "the node was already active: the launch activated it again"
+    assert launch.interrupt() == 0, launch.output
+
+
 @pytest.mark.parametrize(("arguments", "error"), [
     (["camera_driver:=gstreamer"], "camera_driver: expected one of none, camera_ros, usb_cam, v4l2_camera"),
     (["arm_launch_package:=so101_bringup"], "arm driver: set both arm_launch_package and arm_launch_file"),
