@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -75,6 +76,22 @@ def test_autostart_activates_after_its_own_configure_only(ros, ros_process, tmp_
     assert ros.change_state("deactivate") and ros.change_state("cleanup")
     assert ros.change_state("configure")
     assert ros.change_state("activate"), "the node was already active: the launch activated it again"
+    assert launch.interrupt() == 0, launch.output
+
+
+def test_after_a_failed_autostart_configure_a_configure_by_hand_does_not_activate(ros, ros_process, tmp_path,
+                                                                                 tiny_checkpoint):
+    """The model was not there yet at launch: the operator copies it and configures by hand — and decides when
+    to activate."""
+    model = tmp_path / "model_copied_later"
+    robot = write_params(tmp_path / "robot.yaml", BASE_PARAMS)
+    launch = ros_process("ros2", "launch", "act_policy", "pi5_cpu.launch.py", f"model_path:={model}",
+                         f"params_file:={robot}")
+    wait_until(lambda: "configure failed" in launch.output, "the autostart configure to fail")
+    assert ros.state() == "unconfigured"
+    shutil.copytree(tiny_checkpoint, model)
+    assert ros.change_state("configure")
+    assert ros.change_state("activate"), "the node was already active: the launch activated it"
     assert launch.interrupt() == 0, launch.output
 
 
