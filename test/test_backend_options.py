@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from act_policy.core.errors import BackendError
+from act_policy import load_policy
+from act_policy.core.errors import BackendError, BackendOptionsError
 from act_policy.tools.cli import main
 from act_policy.tools.options import parse_backend_options
 
@@ -61,6 +62,15 @@ def test_each_option_goes_to_its_backend_only() -> None:
 def test_malformed_and_misdirected_options_are_errors(item: str, message: str) -> None:
     with pytest.raises(BackendError, match=rf"--backend-option .*{message}"):
         parse_backend_options([item], ["cpu_fp32", "hailo"])
+
+
+def test_another_backends_options_are_refused_as_such_in_the_python_api(tiny_bundle: Path) -> None:
+    """``load_policy(..., backend_options=)``: the message says what the options look like, in Python's terms."""
+    hailo_options = {"mode": "hybrid", "fallback_backend": "cpu_int8"}
+    with pytest.raises(BackendOptionsError) as refused:
+        load_policy(tiny_bundle, backend="onnx_fp32", backend_options=hailo_options)
+    assert str(refused.value) == ("backend 'onnx_fp32' takes no backend options, got ['fallback_backend', 'mode']: "
+                                  "these look like another backend's options, which do not carry over; give none")
 
 
 def test_the_same_key_twice_is_an_error_not_a_silent_override() -> None:

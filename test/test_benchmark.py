@@ -51,8 +51,10 @@ def test_report_has_every_documented_field(bundle: Path, tmp_path: Path, capsys:
     int8 = report["backends"]["cpu_int8"]["fidelity"]
     assert report["bars"]["cpu_int8_rel_l2_normalized"] == int8["rel_l2_normalized"]
     assert report["bars"]["cpu_int8_max_abs_bias_normalized"] == int8["max_abs_bias_normalized"]
-    printed = capsys.readouterr().out
-    assert "| cpu_int8 " in printed and "relative L2" in printed
+    printed = capsys.readouterr()
+    assert "| cpu_int8 " in printed.out and "relative L2" in printed.out
+    assert "counting MACs" in printed.err and f"{report['backends']['cpu_fp32']['macs'] / 1e9:.2f} GMAC per " \
+        "inference" in printed.out
 
 
 def test_unknown_backend_is_refused(bundle: Path, capsys: pytest.CaptureFixture) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import configparser
+import importlib.metadata
 import subprocess
 import sys
 from pathlib import Path
@@ -26,13 +27,29 @@ def setup_cfg_extra(name: str) -> list[str]:
     return [line.strip() for line in parser["options.extras_require"][name].splitlines() if line.strip()]
 
 
-@pytest.mark.parametrize("module", ["onnx", "onnxruntime", "pyarrow", "yaml"])
+@pytest.mark.parametrize("module", ["onnx", "onnxruntime", "openvino", "pyarrow", "yaml"])
 def test_the_hint_lists_the_requirements_of_the_extra_in_setup_cfg(module: str) -> None:
+    """Version ranges included, each quoted for the shell: `pip install 'openvino<2026.5,>=2026.4.1'`."""
     extra = EXTRAS[module][0]
     hint = install_hint(module)
     assert f"'.[{extra}]'" in hint
     for requirement in setup_cfg_extra(extra):
         assert f"'{requirement}'" in hint
+
+
+@pytest.mark.parametrize("metadata", [None, importlib.metadata.PackageNotFoundError("act_policy")],
+                         ids=["colcon install (egg-info without requirements)", "no metadata (a bare clone)"])
+def test_without_installed_requirements_the_hint_names_the_package_and_where_its_range_is(
+        metadata: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    def requires(distribution: str) -> None:
+        if isinstance(metadata, Exception):
+            raise metadata
+
+    monkeypatch.setattr(importlib.metadata, "requires", requires)
+    hint = install_hint("openvino")
+    assert hint.startswith("pip install openvino (in the version range of act_policy's `openvino` extra in "
+                           "setup.cfg")
+    assert "'.[openvino]'" in hint
 
 
 def test_torch_is_never_suggested_from_pypi() -> None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +20,8 @@ from act_policy.core.policy import Policy
 from act_policy.core.synthetic import synthetic_observations
 from act_policy.export import export_bundle, load_bundle
 from act_policy.export.bundle import FP32_GRAPH, HEAD_GRAPH, POLICY_FILE, WEIGHTS_FILE, backbone_file
+from act_policy.hailo.kit import SCRIPT
+from act_policy.tools.cli import main
 
 
 @pytest.fixture
@@ -90,6 +94,36 @@ def test_graphs_are_static_opset17_ir8_and_contain_only_input_dependent_work(bun
     for node in model.graph.node:  # nodes are topologically sorted
         assert any(i in reachable for i in node.input), f"{node.name} ({node.op_type}) does not depend on the inputs"
         reachable.update(node.output)
+
+
+@pytest.fixture
+def umask_002():
+    """Ubuntu's user-private-group umask (not the usual 022, so a hard-coded 0o644 is caught too)."""
+    old = os.umask(0o002)
+    yield
+    os.umask(old)
+
+
+@pytest.mark.usefixtures("umask_002")
+def test_files_export_quantize_and_hailo_prepare_write_get_the_mode_of_any_new_file(tiny_checkpoint: Path,
+                                                                                    tmp_path: Path) -> None:
+    """A robot's service account must be able to read a bundle another user made: whatever the commands
+    write has the mode the umask gives a plain new file or folder (the compile script also executable)."""
+    (tmp_path / "plain_file").touch()
+    (tmp_path / "plain_folder").mkdir()
+    file_mode, folder_mode = (stat.S_IMODE((tmp_path / p).stat().st_mode) for p in ("plain_file", "plain_folder"))
+    bundle, kit = tmp_path / "bundle", tmp_path / "kit"
+    assert main(["export", str(tiny_checkpoint), "--out", str(bundle)]) == 0
+    assert main(["quantize", str(bundle), "--samples", "2"]) == 0
+    assert main(["hailo-prepare", str(bundle), "--arch", "hailo8l", "--out", str(kit), "--calib", "synthetic",
+                 "--calib-size", "2"]) == 0
+
+    written = [bundle, kit, *bundle.rglob("*"), *kit.rglob("*")]
+    modes = {p.relative_to(tmp_path): stat.S_IMODE(p.stat().st_mode) for p in written}
+    expected = {p.relative_to(tmp_path): folder_mode if p.is_dir() else file_mode for p in written}
+    expected[Path("kit", SCRIPT)] = folder_mode  # rwx where a plain file has rw-
+    assert Path("bundle", WEIGHTS_FILE) in modes and Path("bundle", "act_int8.onnx") in modes
+    assert modes == expected
 
 
 def test_export_refuses_to_overwrite_a_non_empty_folder(tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ from act_policy.core.errors import BackendError, CheckpointError
 from act_policy.core.policy import Policy, load_artifacts
 from act_policy.runtime.cpu_scheduling import autogroups_enabled, make_current_thread_realtime, set_current_thread_slice
 from act_policy.runtime.inference_process import LoadRequest, ProcessBackend
-from act_policy.runtime.parameters import validate
+from act_policy.runtime.parameters import ParameterError, validate
 from act_policy.runtime.realtime import InferenceWorker
 from act_policy.runtime.session import build_runtime, start_node_policy
 
@@ -142,6 +142,19 @@ def test_load_errors_are_raised_in_the_node_as_the_child_raised_them(tmp_path):
 def test_backend_errors_at_load_name_the_setting(tiny_bundle):
     with pytest.raises(BackendError, match="backend 'onnx_fp32' takes no backend options, got \\['typo'\\]"):
         ProcessBackend.start(LoadRequest(str(tiny_bundle), "onnx_fp32", BackendOptions(extra={"typo": 1})))
+
+
+@pytest.mark.parametrize("isolation", ["process", "thread"])
+def test_the_node_names_its_backend_options_parameter_and_how_to_clear_it(tiny_bundle, isolation):
+    """A params file written for hailo (its backend_options) combined with another backend."""
+    hailo_options = '{"mode": "hybrid", "fallback_backend": "cpu_int8"}'
+    settings = validate(node_parameters(tiny_bundle, backend_options=hailo_options, inference_isolation=isolation))
+    with pytest.raises(ParameterError) as refused:
+        start_node_policy(settings)
+    assert str(refused.value) == (
+        "backend_options: backend 'onnx_fp32' takes no backend options, got ['fallback_backend', 'mode']: these look "
+        "like another backend's options, which do not carry over; give none (the parameter is a JSON object in a "
+        "string: '{}' for none, in the params file or with -p backend_options:='{}')")
 
 
 def test_a_failed_inference_is_a_backend_error_and_the_child_keeps_serving(isolated):

@@ -102,8 +102,10 @@ def test_cli_demo_benchmark_and_replay_run_a_bundle_without_torch(venv: Path, bu
     assert "control:" in demo.stdout
 
     report = tmp_path / "bench.json"
-    _run([venv / "act-policy", "benchmark", bundle, "--runs", "2", "--warmup", "1", "--held-out", "2",
-          "--threads", "1", "--json", report])
+    benchmark = _run([venv / "act-policy", "benchmark", bundle, "--runs", "2", "--warmup", "1", "--held-out", "2",
+                      "--threads", "1", "--json", report])
+    # it announces only what it does: no "counting MACs" before "MACs not counted"
+    assert "MACs not counted (needs torch)" in benchmark.stdout and "counting MACs" not in benchmark.stderr
     bench = json.loads(report.read_text())
     assert bench["baseline"] == "onnx_fp32" and list(bench["backends"]) == ["onnx_fp32", "cpu_int8"]
     assert bench["machine"]["torch"] is None and bench["backends"]["cpu_int8"]["macs"] is None

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from act_policy.core.artifacts import PolicyArtifacts
-from act_policy.core.errors import BackendError
+from act_policy.core.errors import BackendError, BackendOptionsError
 
 
 @dataclass
@@ -78,10 +78,11 @@ class Backend(ABC):
 
     @classmethod
     def check_options(cls, extra: Mapping[str, Any]) -> None:
-        """Raise BackendError for settings in ``extra`` this backend does not take (by default: any),
+        """Raise BackendOptionsError for settings in ``extra`` this backend does not take (by default: any),
         so a typo is refused before work starts instead of leaving a default silently in place."""
         if extra:
-            raise BackendError(f"backend {cls.name!r} takes no backend options, got {sorted(extra)}")
+            raise BackendOptionsError(f"backend {cls.name!r} takes no backend options, got {sorted(extra)}: these "
+                                      "look like another backend's options, which do not carry over; give none")
 
     def describe(self) -> dict[str, Any]:
         """Facts for logs, diagnostics and benchmark reports."""

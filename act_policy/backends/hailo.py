@@ -46,7 +46,7 @@ import numpy as np
 
 from act_policy.backends.base import Backend, BackendOptions, ModelInputs, no_spinning
 from act_policy.core.artifacts import PolicyArtifacts
-from act_policy.core.errors import BackendError
+from act_policy.core.errors import BackendError, BackendOptionsError
 from act_policy.hailo.hailort_status import explain
 from act_policy.hailo.layout import (
     FULL_MODEL,
@@ -101,7 +101,7 @@ class HailoSettings:
     def from_extra(cls, extra: Mapping[str, Any]) -> HailoSettings:
         unknown = set(extra) - OPTIONS
         if unknown:
-            raise BackendError(f"hailo backend: unknown option(s) {sorted(unknown)}; allowed: {sorted(OPTIONS)}")
+            raise BackendOptionsError(f"hailo backend: unknown option(s) {sorted(unknown)}; allowed: {sorted(OPTIONS)}")
         settings = cls(**dict(extra))
         if settings.mode not in MODES:
             raise BackendError(f"hailo backend: mode {settings.mode!r}; expected one of {MODES}")

@@ -73,9 +73,13 @@ def install_hint(module: str) -> str:
     if top not in EXTRAS:
         return f"pip install {top}"
     extra, distribution = EXTRAS[top]
-    requirements = _extra_requirements(extra) or [distribution]
+    clone = f"`pip install -e '.[{extra}]'` in a clone"
+    requirements = _extra_requirements(extra)
+    if not requirements:  # e.g. a colcon install: its egg-info (rosidl's) lists no requirements
+        return (f"pip install {distribution} (in the version range of act_policy's `{extra}` extra in setup.cfg, "
+                f"whose requirements are not installed here; or {clone})")
     quoted = " ".join(f"'{r}'" if set(r) & set("<>=!~") else r for r in requirements)
-    return f"pip install {quoted} (act_policy's `{extra}` extra: `pip install -e '.[{extra}]'` in a clone)"
+    return f"pip install {quoted} (act_policy's `{extra}` extra: {clone})"
 
 
 def missing_dependency(exc: ImportError, purpose: str) -> MissingDependencyError:

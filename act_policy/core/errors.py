@@ -17,6 +17,10 @@ class BackendError(ActPolicyError):
     """A backend is unknown, unavailable, or failed at run time."""
 
 
+class BackendOptionsError(BackendError):
+    """Backend options (``BackendOptions.extra``) that the chosen backend does not take."""
+
+
 class MissingDependencyError(ActPolicyError, ImportError):
     """An optional package is not installed; the message says what needs it and what to install."""
 

@@ -130,9 +130,11 @@ def write_policy_document(folder: Path, document: dict[str, Any]) -> None:
 
 
 def write_weights(artifacts: PolicyArtifacts, folder: Path) -> None:
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
-    save_file({k: v.contiguous() for k, v in artifacts.weights.items()}, str(folder / WEIGHTS_FILE))
+    # Not save_file: in safetensors 0.8 it writes a 0600 temporary file and renames it, so a robot's service
+    # account could not read the weights. A plain write gets the umask's mode, like every other bundle file.
+    (folder / WEIGHTS_FILE).write_bytes(save({k: v.contiguous() for k, v in artifacts.weights.items()}))
 
 
 def read_policy_document(folder: str | Path) -> dict[str, Any]:

@@ -32,6 +32,7 @@ Optimization level (what Hailo documents, and what the compiler does):
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -267,12 +268,17 @@ def write_kit(artifacts: PolicyArtifacts, out: str | Path, arch: str, calibratio
         (out / model.alls).write_text(_model_script(model, normalization[model.name]))
     if full:
         _pack_full_calibration(out, full_keys, paths)
-    (out / SCRIPT).write_text(compile_script(manifest, sources))
-    (out / SCRIPT).chmod(0o755)
+    _write_executable(out / SCRIPT, compile_script(manifest, sources))
     (out / KIT_FILE).write_text(json.dumps(asdict(manifest), indent=2) + "\n")
     (out / "README.md").write_text(kit_readme(manifest))
     progress(f"wrote {out} ({', '.join(f'{m.name}: {m.calib_frames} calibration frames' for m in manifest.models)})")
     return manifest
+
+
+def _write_executable(path: Path, text: str) -> None:
+    """Write ``text`` to a new file, executable by whoever the umask lets read it (0o755 under umask 022)."""
+    with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o777), "w") as f:
+        f.write(text)
 
 
 def _prepare_full(artifacts: PolicyArtifacts, out: Path, groups: list[BackboneGroup], manifest: KitManifest,

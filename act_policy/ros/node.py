@@ -81,7 +81,9 @@ def parameter_descriptor(spec: ParamSpec) -> ParameterDescriptor:
                             dynamic_typing=dynamic_typing(spec))
     if spec.type is ParamType.INT and spec.min is not None and spec.max is not None:
         d.integer_range = [IntegerRange(from_value=int(spec.min), to_value=int(spec.max), step=1)]
-    if spec.type is ParamType.DOUBLE and spec.min is not None and spec.max is not None:
+    # not for a double that may hold the string `checkpoint`: its descriptor shows the type of the value set
+    # (dynamic typing), and a double range under "Type: string" misleads; coerce() checks the range of a number
+    if spec.type is ParamType.DOUBLE and spec.min is not None and spec.max is not None and not spec.from_checkpoint:
         d.floating_point_range = [FloatingPointRange(from_value=float(spec.min), to_value=float(spec.max), step=0.0)]
     return d
 

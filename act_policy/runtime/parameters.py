@@ -423,6 +423,8 @@ def descriptor_text(spec: ParamSpec) -> tuple[str, str]:
     constraints = f"type {spec.type.value}"
     if spec.range_text():
         constraints += ("; one of " if spec.choices else "; range ") + spec.range_text()
+    if spec.from_checkpoint:  # rclpy's dynamic typing describes the type of the value set
+        constraints += f" ({CHECKPOINT}, the default, is a string: the type shown is string until a number is set)"
     return spec.description + unit, constraints
 
 

@@ -2,9 +2,10 @@
 
 Each control tick has an integer step. An observation taken at step ``s0`` produces a chunk
 whose row ``i`` is the action for step ``s0 + i`` (LeRobot executes row 0 at the step the
-observation was taken). Inference runs on a worker thread; when its chunk arrives at step
-``s`` the rows for steps that already passed are skipped, so an action is only ever sent at
-the step it was predicted for. Three schedules:
+observation was taken). Inference is called from a worker thread (the node's backend then runs in a
+child process by default, ``inference_isolation``); when its chunk arrives at step ``s`` the rows for
+steps that already passed are skipped, so an action is only ever sent at the step it was predicted
+for. Three schedules:
 
 * ``async`` — request the next chunk when ``refill_threshold`` actions remain; on arrival the
   fresher chunk (minus the skipped rows) runs for ``n_action_steps`` steps, merged with the

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from act_policy.backends import BackendOptions, backend_label, fallback_warning
+from act_policy.core.errors import BackendOptionsError
 from act_policy.core.joint_units import JointUnits
 from act_policy.core.policy import Policy
 from act_policy.runtime.cpu_scheduling import (
@@ -71,6 +72,9 @@ def start_node_policy(settings: Mapping[str, Any]) -> tuple[Policy, InferenceWor
     """The node's policy and the worker thread that runs it, isolated as ``inference_isolation`` says, and the
     warnings of what the system refused (e.g. lowering a priority). Blocks while the policy loads.
 
+    Options the backend does not take raise ParameterError naming ``backend_options`` and how to clear it
+    (a params file written for another backend, e.g. hailo's, sets options this one refuses).
+
     The calling thread (the node's executor thread) first takes the ``sched_slice_us`` slice, which the
     worker and, later, the control thread it starts inherit.
 
@@ -82,15 +86,19 @@ def start_node_policy(settings: Mapping[str, Any]) -> tuple[Policy, InferenceWor
     """
     refused = set_current_thread_slice(settings["sched_slice_us"])  # inherited by the threads started below
     warnings = [refused] if refused else []
-    if settings["inference_isolation"] == "process":
-        backend = ProcessBackend.start(node_load_request(settings))
-        return Policy(backend.artifacts, backend), InferenceWorker(), warnings + backend.warnings
-    worker = start_inference_worker(settings)
     try:
-        policy = worker.call(lambda: load_node_policy(settings))  # pool threads inherit the worker's priority
-    except BaseException:
-        worker.close()
-        raise
+        if settings["inference_isolation"] == "process":
+            backend = ProcessBackend.start(node_load_request(settings))
+            return Policy(backend.artifacts, backend), InferenceWorker(), warnings + backend.warnings
+        worker = start_inference_worker(settings)
+        try:
+            policy = worker.call(lambda: load_node_policy(settings))  # pool threads inherit the worker's priority
+        except BaseException:
+            worker.close()
+            raise
+    except BackendOptionsError as exc:
+        raise ParameterError(f"backend_options: {exc} (the parameter is a JSON object in a string: '{{}}' for "
+                             "none, in the params file or with -p backend_options:='{}')") from exc
     return policy, worker, warnings + worker.setup_messages
 
 

@@ -110,6 +110,7 @@ def count_macs_if_possible(artifacts: PolicyArtifacts) -> int | None:
     from act_policy.backends.torch_fp32 import build_prepared_model
     from act_policy.core.macs import count_macs
 
+    stderr_progress("counting MACs")
     return count_macs(build_prepared_model(artifacts))
 
 
@@ -138,7 +139,6 @@ def run_benchmark(path: str | Path, backends: list[str], runs: int, warmup: int,
     baseline = backends[0]
     artifacts = load_artifacts(path)
     observations = held_out_observations(artifacts, held_out)
-    stderr_progress("counting MACs")
     macs = count_macs_if_possible(artifacts)
     policies = {}
     for name in backends:

@@ -8,7 +8,8 @@ cache ($XDG_CACHE_HOME/act_policy/demo, ~/.cache when unset), reused by later ru
 
 Each control tick calls ``select_action`` exactly as LeRobot's control loop does, so the
 tick that refills the action queue waits for inference; the report counts those overruns.
-(The ROS node avoids them by inferring in a worker thread.)
+(The ROS node avoids them: it infers ahead of the control loop, by default in a child process,
+``inference_isolation: process``.)
 """
 
 from __future__ import annotations
@@ -115,5 +116,6 @@ def control_loop(args: argparse.Namespace, artifacts: PolicyArtifacts, policy: P
     print()
     print(f"control: {n_ticks} ticks in {elapsed:.1f} s = {n_ticks / elapsed:.1f} Hz achieved "
           f"(target {args.rate:g} Hz); {n_inferences} inferences; {overruns} ticks overran the "
-          f"{period * 1e3:.1f} ms period")
+          f"{period * 1e3:.1f} ms period, by design: as in LeRobot's loop, a refill tick waits for inference "
+          "(the ROS node infers ahead)")
     return 0

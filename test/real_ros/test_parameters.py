@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.msg import ParameterDescriptor, ParameterType
 from rcl_interfaces.srv import DescribeParameters
 
-from act_policy.runtime.parameters import PARAMETERS, ParamType
+from act_policy.runtime.parameters import CHECKPOINT, PARAMETERS, ParamType
 
 from .ros_harness import HANG_GUARD_S, JOINTS, diagnostic_values, wait_until
 
@@ -53,9 +54,14 @@ def test_invalid_values_are_refused_with_their_reason_and_change_nothing(ros, st
     assert described_types(ros, names) == types_before  # `ros2 param describe` shows no trace of a refusal
 
 
-def described_types(ros, names: list[str]) -> list[int]:
+def described(ros, names: list[str]) -> list[ParameterDescriptor]:
+    """What `ros2 param describe` shows."""
     request = DescribeParameters.Request(names=names)
-    return [d.type for d in ros.call(DescribeParameters, "/act_policy/describe_parameters", request).descriptors]
+    return list(ros.call(DescribeParameters, "/act_policy/describe_parameters", request).descriptors)
+
+
+def described_types(ros, names: list[str]) -> list[int]:
+    return [d.type for d in described(ros, names)]
 
 
 def test_an_atomic_set_with_one_bad_value_is_refused_whole(ros, start_node):
@@ -88,11 +94,30 @@ def test_every_table_parameter_is_declared_with_its_descriptor(ros, start_node):
         assert d.name == spec.name and d.read_only == spec.read_only and spec.description in d.description
         if spec.type is ParamType.INT and spec.min is not None:
             assert (d.integer_range[0].from_value, d.integer_range[0].to_value) == (spec.min, spec.max)
-        if spec.type is ParamType.DOUBLE and spec.min is not None:
+        if spec.type is ParamType.DOUBLE and spec.min is not None and not spec.from_checkpoint:
             assert d.dynamic_typing and (d.floating_point_range[0].from_value,
                                          d.floating_point_range[0].to_value) == (spec.min, spec.max)
     values = ros.get_parameters("joint_names", "joint_lower_limits")
     assert values == {"joint_names": JOINTS, "joint_lower_limits": None}  # empty arrays are declared unset
+
+
+@pytest.mark.parametrize("spec", [s for s in PARAMETERS if s.from_checkpoint], ids=lambda s: s.name)
+def test_a_double_defaulting_to_the_checkpoint_is_described_as_what_it_holds(ros, start_node, spec):
+    """Declared with the string `checkpoint`: `ros2 param describe` shows the type of the value it holds, with
+    no double range under "Type: string"; the constraints say both; a number is set, range-checked, and
+    `checkpoint` set back."""
+    configured(ros, start_node)
+    [d] = described(ros, [spec.name])
+    assert d.type == ParameterType.PARAMETER_STRING and not d.floating_point_range
+    assert f"type double; range {spec.range_text()}" in d.additional_constraints
+    assert "the type shown is string until a number is set" in d.additional_constraints
+    assert ros.set_parameters({spec.name: 0.01})[0].successful  # `ros2 param set /act_policy NAME 0.01`
+    assert ros.get_parameters(spec.name) == {spec.name: 0.01}
+    assert described_types(ros, [spec.name]) == [ParameterType.PARAMETER_DOUBLE]
+    [refused] = ros.set_parameters({spec.name: spec.max + 1})
+    assert not refused.successful and f"expected a value in {spec.range_text()}" in refused.reason
+    assert ros.set_parameters({spec.name: CHECKPOINT})[0].successful
+    assert described_types(ros, [spec.name]) == [ParameterType.PARAMETER_STRING]
 
 
 def test_a_params_file_written_by_ros2_param_dump_with_unset_arrays_configures(ros, start_node):
