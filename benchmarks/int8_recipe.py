@@ -67,6 +67,10 @@ CANDIDATES: dict[str, Recipe] = {
     "S R + equalization alpha 0.5": Recipe(LEGACY_FLOAT, calibration="mean-minmax", layer_bias_correction=True,
                                            fold_relu=True, equalization=frozenset({"backbone", "ffn"})),
     "T R without layer bias correction": Recipe(LEGACY_FLOAT, calibration="mean-minmax", fold_relu=True),
+    "U R + GPTQ weight rounding": Recipe(LEGACY_FLOAT, calibration="mean-minmax", layer_bias_correction=True,
+                                         fold_relu=True, weight_rounding="gptq"),
+    "V T + GPTQ weight rounding": Recipe(LEGACY_FLOAT, calibration="mean-minmax", fold_relu=True,
+                                         weight_rounding="gptq"),
 }
 
 
