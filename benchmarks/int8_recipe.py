@@ -11,7 +11,9 @@ torch reference, with :func:`act_policy.export.fidelity.compare` — the numbers
 
 ``sensitivity``: for each group of :data:`act_policy.export.quantize.NODE_GROUPS`, the error
 added by quantizing that group alone (everything else float), then by each stage of the ResNet
-backbone alone. ``candidates``: the recipes of :data:`CANDIDATES`, each with the ``act-policy
+backbone alone. ``tensors``: the default recipe's graph with the weights INT8 and exactly one
+activation tensor rounded to u8 (every other activation float), for every activation tensor — which
+roundings the error comes from. ``candidates``: the recipes of :data:`CANDIDATES`, each with the ``act-policy
 quantize`` options that produce it. Times are the wall time of one x86 ORT inference on this
 (shared) machine, median of ``--runs``; the Pi 5 speed proxy is the A76 instruction count,
 measured separately (benchmarks/int8_recipe.md).
@@ -27,14 +29,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 
 from act_policy.export import load_bundle, reference_policy
 from act_policy.export.bundle import FP32_GRAPH
 from act_policy.export.calibration import calibration_observations
+from act_policy.export.equalization import relus_next_to_producers
 from act_policy.export.fidelity import compare, held_out_observations
 from act_policy.export.onnx_export import flat_inputs
-from act_policy.export.quantize import NODE_GROUPS, Recipe, quantize_graph
+from act_policy.export.quantize import DEFAULT_RECIPE, NODE_GROUPS, Recipe, quantize_graph
 from act_policy.tools.quantize import recipe_options
 
 ALL = frozenset(NODE_GROUPS)
@@ -67,6 +71,10 @@ CANDIDATES: dict[str, Recipe] = {
     "S R + equalization alpha 0.5": Recipe(LEGACY_FLOAT, calibration="mean-minmax", layer_bias_correction=True,
                                            fold_relu=True, equalization=frozenset({"backbone", "ffn"})),
     "T R without layer bias correction": Recipe(LEGACY_FLOAT, calibration="mean-minmax", fold_relu=True),
+    "U R + GPTQ weight rounding": Recipe(LEGACY_FLOAT, calibration="mean-minmax", layer_bias_correction=True,
+                                         fold_relu=True, weight_rounding="gptq"),
+    "V T + GPTQ weight rounding": Recipe(LEGACY_FLOAT, calibration="mean-minmax", fold_relu=True,
+                                         weight_rounding="gptq"),
 }
 
 
@@ -146,6 +154,55 @@ def sensitivity(study: Study, runs: int) -> list[str]:
     return lines
 
 
+def activation_tensors(model: onnx.ModelProto) -> list[str]:
+    """The float tensors a QDQ graph rounds to INT8 activations (those a QuantizeLinear reads, not weights)."""
+    weights = {t.name for t in model.graph.initializer}
+    return [n.input[0] for n in model.graph.node if n.op_type == "QuantizeLinear" and n.input[0] not in weights]
+
+
+def with_only_rounded(model: onnx.ModelProto, keep: set[str], relu_outputs: set[str]) -> onnx.ModelProto:
+    """A copy of QDQ ``model`` whose activations are float except ``keep``: every other activation's
+    QuantizeLinear -> DequantizeLinear pair is removed and its readers read the float tensor. A folded
+    ReLU's pair (its tensor in ``relu_outputs``) becomes a float Relu: its u8 clamp was the ReLU."""
+    dropped = {n.output[0]: n.input[0] for n in model.graph.node
+               if n.op_type == "QuantizeLinear" and n.input[0] in set(activation_tensors(model)) - keep}
+    float_of = {n.output[0]: dropped[n.input[0]] for n in model.graph.node
+                if n.op_type == "DequantizeLinear" and n.input[0] in dropped}
+    relu = {t: f"{t}/float_relu" for t in set(float_of.values()) & relu_outputs}
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    nodes = []
+    for node in copy.graph.node:
+        if node.output[0] in dropped or node.output[0] in float_of:
+            continue
+        for i, name in enumerate(node.input):
+            if name in float_of:
+                node.input[i] = relu.get(float_of[name], float_of[name])
+        nodes.append(node)
+        nodes += [onnx.helper.make_node("Relu", [out], [relu[out]]) for out in node.output if out in relu]
+    del copy.graph.node[:]
+    copy.graph.node.extend(nodes)
+    return copy
+
+
+def tensors(study: Study, runs: int) -> list[str]:
+    lines = [HEADER.format(what="u8 activation (weights s8 everywhere)", extra="", sep="")]
+    with tempfile.TemporaryDirectory(dir=study.bundle) as tmp:
+        graph, probe = Path(tmp) / "default.onnx", Path(tmp) / "probe.onnx"
+        quantize_graph(study.bundle / FP32_GRAPH, graph, study.feeds, DEFAULT_RECIPE, study.samples, _quiet)
+        model = onnx.load(str(graph))
+        prepared = onnx.load(str(study.bundle / FP32_GRAPH), load_external_data=False)
+        relus_next_to_producers(prepared)
+        relu_outputs = {n.output[0] for n in prepared.graph.node if n.op_type == "Relu"}
+        every = activation_tensors(model)
+        for label, keep in [("every activation (the default recipe)", set(every)), ("none", set())] + [
+                (f"only `{name}`", {name}) for name in every]:
+            onnx.save(with_only_rounded(model, keep, relu_outputs), str(probe))
+            lines.append(_row(label, study.evaluate(probe, runs)))
+            print(lines[-1], flush=True)
+    return lines
+
+
 def candidates(study: Study, runs: int, names: list[str] | None) -> list[str]:
     lines = [HEADER.format(what="recipe", extra=" act-policy quantize options |", sep="---|")]
     for label, recipe in CANDIDATES.items():
@@ -160,7 +217,7 @@ def candidates(study: Study, runs: int, names: list[str] | None) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("study", choices=("sensitivity", "candidates"))
+    parser.add_argument("study", choices=("sensitivity", "tensors", "candidates"))
     parser.add_argument("bundle", type=Path)
     parser.add_argument("--samples", type=int, default=64, help="calibration observations (default 64)")
     parser.add_argument("--held-out", type=int, default=8, help="held-out observations (default 8)")
@@ -169,7 +226,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True, help="markdown table to write")
     args = parser.parse_args()
     study = Study(args.bundle, args.samples, args.held_out)
-    lines = sensitivity(study, args.runs) if args.study == "sensitivity" else candidates(study, args.runs, args.only)
+    lines = (sensitivity(study, args.runs) if args.study == "sensitivity" else tensors(study, args.runs)
+             if args.study == "tensors" else candidates(study, args.runs, args.only))
     spec = study.artifacts.spec
     camera = spec.cameras[0].shape
     head = [f"<!-- python benchmarks/int8_recipe.py {args.study} {args.bundle} --samples {args.samples} "

@@ -313,6 +313,52 @@ def test_layer_bias_correction_leaves_each_int8_layer_less_than_half_a_bias_step
         assert np.all(np.abs(after[name]) <= 0.5 * step * (1 + 1e-3) + 1e-7), name
 
 
+def test_gptq_weight_rounding_changes_only_s8_weight_values_and_lowers_the_int8_layers_output_error(
+        quantized: Path, tmp_path: Path) -> None:
+    import onnx
+    from onnx import numpy_helper
+
+    from act_policy.export.weight_rounding import QUANTIZED_SUFFIX, input_hessians, int8_layers
+
+    artifacts = load_policy(quantized, backend="cpu_fp32", num_threads=1).artifacts
+    feeds = _calibration_feeds(quantized, list(synthetic_observations(SPEC, artifacts.input_stats, 4, seed=5)))
+    fp32 = quantized / "act_fp32.onnx"
+    nearest = Recipe(frozenset({"backbone_stem", "action_head"}))
+    models = {}
+    for rounding in ("nearest", "gptq"):
+        graph = tmp_path / f"{rounding}.onnx"
+        quantize_graph(fp32, graph, feeds, dataclasses.replace(nearest, weight_rounding=rounding), 4, lambda _: None)
+        models[rounding] = onnx.load(str(graph))
+
+    def nodes(model):
+        return [(n.op_type, n.name, list(n.input), list(n.output)) for n in model.graph.node]
+
+    assert nodes(models["gptq"]) == nodes(models["nearest"])  # same graph: same INT8 kernels
+    values = {k: {t.name: numpy_helper.to_array(t) for t in m.graph.initializer} for k, m in models.items()}
+    assert values["gptq"].keys() == values["nearest"].keys()
+    layers = int8_layers(models["nearest"])
+    weights = {layer.weight.name for layer in layers}
+    assert len(weights) > 10
+    for name, value in values["nearest"].items():
+        if name not in weights:
+            np.testing.assert_array_equal(values["gptq"][name], value, err_msg=name)  # scales, biases, zero points
+    assert sum(int((values["gptq"][w] != values["nearest"][w]).sum()) for w in weights) > 0
+
+    floats = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(fp32)).graph.initializer}
+    hessians = input_hessians(models["nearest"], layers, feeds())
+
+    def output_error(rounding: str) -> float:  # sum over layers of E||(W - W_int8) x||^2, relative to E||W x||^2
+        total = 0.0
+        for layer in layers:
+            w = floats[layer.weight.name.removesuffix(QUANTIZED_SUFFIX)].reshape(layer.scale.size, -1)
+            delta = w - values[rounding][layer.weight.name].reshape(w.shape) * layer.scale[:, None]
+            h = hessians[layer.key]
+            total += np.trace(delta @ h @ delta.T) / np.trace(w @ h @ w.T)
+        return total
+
+    assert output_error("gptq") < 0.8 * output_error("nearest")
+
+
 def test_mean_minmax_ranges_are_the_mean_of_each_observations_range_so_one_outlier_does_not_stretch_them(
         quantized: Path, tmp_path: Path) -> None:
     import onnx
@@ -342,6 +388,7 @@ def test_mean_minmax_ranges_are_the_mean_of_each_observations_range_so_one_outli
     (dict(float_groups=frozenset(), bias_correction=True), "keep 'action_head' in float"),
     (dict(float_groups=frozenset(), calibration="kl"), "calibration method 'kl'"),
     (dict(float_groups=frozenset(), activation_type="s16"), "activation type 's16'"),
+    (dict(float_groups=frozenset(), weight_rounding="adaround"), "weight rounding 'adaround'"),
     (dict(float_groups=frozenset(), equalization=frozenset({"ffn"}), equalization_alpha=-0.1), "alpha -0.1"),
 ])
 def test_a_bad_recipe_is_refused_before_calibration(recipe: dict, message: str) -> None:
@@ -361,5 +408,6 @@ def test_the_cli_options_printed_for_a_recipe_select_that_recipe() -> None:
     assert recipe_from_args(parser.parse_args(["bundle"])) == DEFAULT_RECIPE
     other = Recipe(frozenset({"backbone_stem", "action_head"}), ("/backbone/layer2/",), "percentile", 99.9, "s8",
                    True, not DEFAULT_RECIPE.layer_bias_correction, not DEFAULT_RECIPE.fold_relu,
-                   frozenset({"backbone", "ffn"}) - DEFAULT_RECIPE.equalization, 0.25)
+                   frozenset({"backbone", "ffn"}) - DEFAULT_RECIPE.equalization, 0.25,
+                   "gptq" if DEFAULT_RECIPE.weight_rounding == "nearest" else "nearest")
     assert recipe_from_args(parser.parse_args(["bundle", *recipe_options(other)])) == other

@@ -65,11 +65,14 @@ from act_policy.export.calibration import CalibrationError, Recording, calibrati
 from act_policy.export.equalization import PAIR_GROUPS, equalize_graph, relus_next_to_producers
 from act_policy.export.onnx_export import Progress, flat_inputs
 from act_policy.export.onnx_probe import single_thread_session, with_outputs
+from act_policy.export.weight_rounding import round_weights
 
 log = logging.getLogger(__name__)
 
 QUANTIZED_OPS = ("Conv", "Gemm", "Add", "MaxPool")
 ACTIVATION_TYPES = ("u8", "s8")
+WEIGHT_ROUNDINGS = {"nearest": "each s8 weight rounded to the nearest step (ONNX Runtime's)",
+                    "gptq": "GPTQ: rounding errors compensated on correlated inputs (export/weight_rounding.py)"}
 CALIBRATION_METHODS = {"minmax": CalibrationMethod.MinMax, "mean-minmax": CalibrationMethod.MinMax,
                        "percentile": CalibrationMethod.Percentile, "entropy": CalibrationMethod.Entropy}
 
@@ -133,6 +136,11 @@ class Recipe:
     layer → ReLU → layer pairs get SmoothQuant scales with exponent ``equalization_alpha``, folded
     into the float weights before calibration (the same nodes; see that module).
 
+    ``weight_rounding``: ``nearest`` keeps ONNX Runtime's round-to-nearest s8 weights; ``gptq`` re-rounds
+    every INT8 layer's weights on the same per-channel grid so that its output error on the calibration
+    observations' inputs is small (:func:`act_policy.export.weight_rounding.round_weights`), before
+    layer bias correction. Same nodes and kernels.
+
     ``bias_correction``: after quantizing, the mean error of the (float) action head's output over
     the calibration observations, per joint, is added to the head's bias (empirical bias
     correction applied at the last layer), removing the systematic per-joint offset INT8
@@ -149,9 +157,12 @@ class Recipe:
     fold_relu: bool = False
     equalization: frozenset[str] = frozenset()
     equalization_alpha: float = 0.5
+    weight_rounding: str = "nearest"
 
     def __post_init__(self) -> None:
         activation_quant_type(self.activation_type)
+        if self.weight_rounding not in WEIGHT_ROUNDINGS:
+            raise CheckpointError(f"weight rounding {self.weight_rounding!r}; expected one of {list(WEIGHT_ROUNDINGS)}")
         unknown_pairs = sorted(self.equalization - set(PAIR_GROUPS))
         if unknown_pairs:
             raise CheckpointError(f"equalization groups {unknown_pairs} unknown; expected some of {list(PAIR_GROUPS)}")
@@ -172,7 +183,7 @@ class Recipe:
                 **({"percentile": self.percentile} if self.calibration == "percentile" else {}),
                 "activation_type": self.activation_type, "bias_correction": self.bias_correction,
                 "layer_bias_correction": self.layer_bias_correction, "fold_relu": self.fold_relu,
-                "equalization": sorted(self.equalization),
+                "equalization": sorted(self.equalization), "weight_rounding": self.weight_rounding,
                 **({"equalization_alpha": self.equalization_alpha} if self.equalization else {})}
 
 
@@ -289,6 +300,8 @@ def quantize_graph(src: Path, dst: Path, feeds: Feeds, recipe: Recipe, samples: 
         if reader.count != samples:
             raise CalibrationError(f"{dst.name}: calibration yielded {reader.count} observations, "
                                    f"{samples} were requested")
+        if recipe.weight_rounding == "gptq":
+            round_weights(src, output, feeds(), progress)
         if recipe.layer_bias_correction:
             correct_layer_biases(src, output, feeds(), progress)
         if recipe.bias_correction:

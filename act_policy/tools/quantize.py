@@ -33,6 +33,7 @@ from act_policy.export.quantize import (
     CALIBRATION_METHODS,
     DEFAULT_RECIPE,
     NODE_GROUPS,
+    WEIGHT_ROUNDINGS,
     Recipe,
     quantize_bundle,
 )
@@ -77,6 +78,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     recipe.add_argument("--equalization-alpha", type=float, default=DEFAULT_RECIPE.equalization_alpha,
                         help="SmoothQuant exponent in [0, 1] for --equalize: 1 evens out activation ranges fully "
                              f"(default {DEFAULT_RECIPE.equalization_alpha:g})")
+    recipe.add_argument("--weight-rounding", choices=list(WEIGHT_ROUNDINGS), default=DEFAULT_RECIPE.weight_rounding,
+                        help="how s8 weights are rounded: "
+                             + "; ".join(f"{k}: {v}" for k, v in WEIGHT_ROUNDINGS.items())
+                             + f" (default {DEFAULT_RECIPE.weight_rounding})")
     recipe.add_argument("--activation-type", choices=ACTIVATION_TYPES, default=DEFAULT_RECIPE.activation_type,
                         help=f"INT8 activation type (default {DEFAULT_RECIPE.activation_type}); u8 and s8 give "
                              "identical actions on ARM")
@@ -94,7 +99,7 @@ def _names(option: str) -> list[str]:
 def recipe_from_args(args: argparse.Namespace) -> Recipe:
     return Recipe(frozenset(_names(args.float_groups)), tuple(_names(args.float_nodes)), args.calibration,
                   args.percentile, args.activation_type, args.bias_correction, args.layer_bias_correction,
-                  args.fold_relu, frozenset(_names(args.equalize)), args.equalization_alpha)
+                  args.fold_relu, frozenset(_names(args.equalize)), args.equalization_alpha, args.weight_rounding)
 
 
 def recipe_options(recipe: Recipe) -> list[str]:
@@ -109,6 +114,7 @@ def recipe_options(recipe: Recipe) -> list[str]:
                 "--fold-relu" if recipe.fold_relu else "--no-fold-relu",
                 f"--equalize={','.join(sorted(recipe.equalization))}",
                 f"--equalization-alpha={recipe.equalization_alpha:g}",
+                f"--weight-rounding={recipe.weight_rounding}",
                 f"--activation-type={recipe.activation_type}"]
     return options
 
