@@ -9,7 +9,9 @@ robot would have received: command rate and gaps between commands, NaN/Inf, comm
 limits and the largest step. This is how the real-ROS trial in docs/ros.md was run, e.g.::
 
     ros2 launch act_policy pi5_cpu.launch.py model_path:=$BUNDLE params_file:=$ONE_CAMERA_SO101_YAML &
-    python3 scripts/ros_driver_standin.py --camera /camera/image_raw --duration 90
+    ros2 run act_policy driver_standin --camera /camera/image_raw --duration 90
+
+(colcon installs this file as ``driver_standin``; from a checkout, ``python3 scripts/ros_driver_standin.py``.)
 
 Needs rclpy (a sourced ROS 2) and NumPy; OpenCV only for ``yuyv`` and ``jpeg``.
 """

@@ -41,6 +41,24 @@ def assert_clean_ctrl_c(launch) -> None:
     assert "process has finished cleanly" in output, output
 
 
+def test_the_installed_driver_standin_closes_the_loop_and_reports_what_the_arm_received(ros, ros_process, tmp_path,
+                                                                                        tiny_checkpoint):
+    """`ros2 run act_policy driver_standin` (what README's plumbing check starts next to the launch): images and
+    joint states in, every command checked against the SO-101 limits it is given."""
+    robot = write_params(tmp_path / "robot.yaml", {**BASE_PARAMS, "max_joint_step": [0.05],
+                                                   "joint_lower_limits": [-1.9, -1.75, -1.7, -1.75, -2.8, 0.0],
+                                                   "joint_upper_limits": [1.9, 1.75, 1.6, 1.75, 2.8, 1.75]})
+    launch = ros_process("ros2", "launch", "act_policy", "pi5_cpu.launch.py", f"model_path:={tiny_checkpoint}",
+                         f"params_file:={robot}")
+    ros.wait_for_state("active")
+    standin = ros_process("ros2", "run", "act_policy", "driver_standin", "--camera", "/camera/image_raw",
+                          "--width", "80", "--height", "64", "--command-topic", "/commands", "--duration", "15")
+    assert standin.process.wait(HANG_GUARD_S) == 0, standin.output
+    assert "commands: NaN/Inf 0, outside limits 0, largest step" in standin.output, standin.output
+    assert " Hz; gap p50 " in standin.output, standin.output  # commands arrived, and the rate is reported
+    assert launch.interrupt() == 0, launch.output
+
+
 def test_pi5_cpu_launch_with_the_demo_params_commands_is_tuned_live_and_stops_cleanly(ros, ros_process, drivers):
     commands = ros.subscribe(Float64MultiArray, "/act_policy_demo/commands")
     launch = ros_process("ros2", "launch", "act_policy", "pi5_cpu.launch.py",
