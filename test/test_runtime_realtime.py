@@ -155,6 +155,19 @@ def test_a_chunk_slower_than_its_own_window_is_dropped_and_diagnostics_say_what_
             f"lasts ({CHUNK} steps = {CHUNK * 1000 / 30:.0f} ms at this rate); lower control_rate_hz") in report.message
 
 
+def test_a_queue_run_dry_is_blamed_on_the_refill_margin_unless_the_control_thread_skipped_ticks(rig):
+    r = rig()
+    r.policy.gate.clear()
+    for _ in range(3):
+        assert r.tick().hold is Hold.STARVED
+    slow = assess(r.loop, HealthMonitor(), backend="gated", control_rate_hz=30.0)
+    assert "queue ran dry for 3 ticks: inference (p95 n/a ms) is slower than the refill margin" in slow.message
+    stalled = assess(r.loop, HealthMonitor(), backend="gated", control_rate_hz=30.0, missed_ticks=12)
+    assert "queue ran dry for 3 ticks after the control thread skipped 12" in stalled.message
+    assert "refill_threshold" not in stalled.message  # a stall is not fixed by a larger margin
+    r.policy.gate.set()
+
+
 def test_async_mode_only_ever_sends_the_action_predicted_for_the_current_step(rig):
     r = rig()
     sent = 0

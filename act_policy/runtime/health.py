@@ -108,7 +108,10 @@ def assess(loop: ControlLoop, monitor: HealthMonitor, *, backend: str, control_r
 
     level, message = Level.OK, "commanding"
     warnings: list[str] = [backend_warning] if backend_warning else []
-    if recent["starved"]:
+    if recent["starved"] and recent["missed_ticks"]:  # skipped ticks consume their actions: a stall, not the margin
+        warnings.append(f"queue ran dry for {recent['starved']} ticks after the control thread skipped "
+                        f"{recent['missed_ticks']} (it got no CPU for longer than a period)")
+    elif recent["starved"]:
         warnings.append(f"queue ran dry for {recent['starved']} ticks: inference (p95 {_ms(inference.p95)} ms) "
                         f"is slower than the refill margin; raise refill_threshold or lower control_rate_hz")
     if recent["gaps"]:
