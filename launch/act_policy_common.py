@@ -15,6 +15,7 @@ configure``).
 
 from __future__ import annotations
 
+import launch.logging
 import lifecycle_msgs.msg
 from launch.actions import (
     DeclareLaunchArgument,
@@ -79,6 +80,7 @@ def _config(name: str):
 
 def _setup(context: LaunchContext, backend_params: str) -> list:
     arg = context.launch_configurations.get
+    _warn_about_unknown_arguments(context.argv)
     use_sim_time = arg("use_sim_time", "false").lower() in ("true", "1", "yes")
     overrides = {"use_sim_time": use_sim_time}
     for name in ("model_path", "backend"):
@@ -96,6 +98,17 @@ def _setup(context: LaunchContext, backend_params: str) -> list:
     actions += _camera_driver(arg("camera_driver", "none"), arg("camera_topic", ""), int(arg("camera_width", "640")),
                               int(arg("camera_height", "480")), use_sim_time)
     return actions
+
+
+def _warn_about_unknown_arguments(argv: list[str]) -> None:
+    """ros2 launch drops a ``name:=value`` no launch file declares without a word — e.g. a node parameter given
+    as a launch argument, which then silently keeps its params-file value. A warning, not an error: a launch
+    file that includes this one may take arguments of its own."""
+    unknown = sorted({a.split(":=", 1)[0] for a in argv if ":=" in a} - {name for name, _, _ in ARGUMENTS})
+    if unknown:
+        launch.logging.get_logger("launch").warning(
+            f"not launch arguments of act_policy: {', '.join(unknown)} (ignored here; node parameters go in "
+            f"params_file, or `ros2 param set /act_policy NAME VALUE` for live ones); see --show-args")
 
 
 def _autostart(node: LifecycleNode) -> list:

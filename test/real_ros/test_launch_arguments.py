@@ -60,9 +60,12 @@ def test_the_backend_argument_overrides_the_params_files(ros, ros_process, tmp_p
     never an argument ros2 launch drops without a word."""
     robot = write_params(tmp_path / "robot.yaml", {k: v for k, v in BASE_PARAMS.items() if k != "backend"})
     launch = ros_process("ros2", "launch", "act_policy", "pi5_cpu.launch.py", f"model_path:={tiny_quantized_bundle}",
-                         f"params_file:={robot}", "backend:=cpu_int8")
+                         f"params_file:={robot}", "backend:=cpu_int8", "control_rate_hz:=50")
     ros.wait_for_state("active")
     assert ros.get_parameters("backend") == {"backend": "cpu_int8"}
+    # a node parameter is not a launch argument: it stays as the params files say, and the launch says so
+    assert "not launch arguments of act_policy: control_rate_hz" in launch.output, launch.output
+    assert ros.get_parameters("control_rate_hz") == {"control_rate_hz": 30.0}
     assert launch.interrupt() == 0, launch.output
 
 
