@@ -107,8 +107,9 @@ def _warn_about_unknown_arguments(argv: list[str]) -> None:
     unknown = sorted({a.split(":=", 1)[0] for a in argv if ":=" in a} - {name for name, _, _ in ARGUMENTS})
     if unknown:
         launch.logging.get_logger("launch").warning(
-            f"not launch arguments of act_policy: {', '.join(unknown)} (ignored here; node parameters go in "
-            f"params_file, or `ros2 param set /act_policy NAME VALUE` for live ones); see --show-args")
+            f"not launch arguments of act_policy: {', '.join(unknown)} (passed on only to an included launch file "
+            f"such as the arm driver's; node parameters go in params_file, live ones with `ros2 param set`); "
+            f"see --show-args")
 
 
 def _autostart(node: LifecycleNode) -> list:

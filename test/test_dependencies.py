@@ -47,8 +47,8 @@ def test_without_installed_requirements_the_hint_names_the_package_and_where_its
 
     monkeypatch.setattr(importlib.metadata, "requires", requires)
     hint = install_hint("openvino")
-    assert hint.startswith("pip install openvino (in the version range of act_policy's `openvino` extra in "
-                           "setup.cfg")
+    assert hint.startswith("pip install openvino (in the version range of act_policy's `openvino` extra in its "
+                           "source's setup.cfg")
     assert "'.[openvino]'" in hint
 
 

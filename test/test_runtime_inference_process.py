@@ -154,7 +154,7 @@ def test_the_node_names_its_backend_options_parameter_and_how_to_clear_it(tiny_b
     assert str(refused.value) == (
         "backend_options: backend 'onnx_fp32' takes no backend options, got ['fallback_backend', 'mode']: these look "
         "like another backend's options, which do not carry over; give none (the parameter is a JSON object in a "
-        "string: '{}' for none, in the params file or with -p backend_options:='{}')")
+        "string: '{}' for none, in the params file or with -p \"backend_options:='{}'\")")
 
 
 def test_a_failed_inference_is_a_backend_error_and_the_child_keeps_serving(isolated):

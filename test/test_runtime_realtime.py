@@ -155,17 +155,22 @@ def test_a_chunk_slower_than_its_own_window_is_dropped_and_diagnostics_say_what_
             f"lasts ({CHUNK} steps = {CHUNK * 1000 / 30:.0f} ms at this rate); lower control_rate_hz") in report.message
 
 
-def test_a_queue_run_dry_is_blamed_on_the_refill_margin_unless_the_control_thread_skipped_ticks(rig):
+def test_a_queue_run_dry_is_blamed_on_the_refill_margin_unless_skipped_ticks_and_a_fast_inference_explain_it(rig):
     r = rig()
     r.policy.gate.clear()
     for _ in range(3):
         assert r.tick().hold is Hold.STARVED
+    margin = f"{r.loop.schedule.refill_threshold * 1000 / 30:.0f} ms"
     slow = assess(r.loop, HealthMonitor(), backend="gated", control_rate_hz=30.0)
-    assert "queue ran dry for 3 ticks: inference (p95 n/a ms) is slower than the refill margin" in slow.message
+    assert (f"queue ran dry for 3 ticks: inference (p95 n/a ms) is slower than the refill margin ({margin}); "
+            "raise refill_threshold") in slow.message
     stalled = assess(r.loop, HealthMonitor(), backend="gated", control_rate_hz=30.0, missed_ticks=12)
-    assert "queue ran dry for 3 ticks after the control thread skipped 12" in stalled.message
-    assert "refill_threshold" not in stalled.message  # a stall is not fixed by a larger margin
-    r.policy.gate.set()
+    assert "queue ran dry for 3 ticks after skipped control ticks used up its actions" in stalled.message
+    assert "raise refill_threshold" not in stalled.message  # a stall is not fixed by a larger margin
+    slow_and_stalled = HealthMonitor()
+    slow_and_stalled.stages["total"].add(60_000.0)  # an inference of a minute: longer than any margin
+    report = assess(r.loop, slow_and_stalled, backend="gated", control_rate_hz=30.0, missed_ticks=12)
+    assert "is slower than the refill margin" in report.message and "raise refill_threshold" in report.message
 
 
 def test_async_mode_only_ever_sends_the_action_predicted_for_the_current_step(rig):

@@ -76,8 +76,8 @@ def install_hint(module: str) -> str:
     clone = f"`pip install -e '.[{extra}]'` in a clone"
     requirements = _extra_requirements(extra)
     if not requirements:  # e.g. a colcon install: its egg-info (rosidl's) lists no requirements
-        return (f"pip install {distribution} (in the version range of act_policy's `{extra}` extra in setup.cfg, "
-                f"whose requirements are not installed here; or {clone})")
+        return (f"pip install {distribution} (in the version range of act_policy's `{extra}` extra in its source's "
+                f"setup.cfg: this install's metadata carries no version ranges; or {clone})")
     quoted = " ".join(f"'{r}'" if set(r) & set("<>=!~") else r for r in requirements)
     return f"pip install {quoted} (act_policy's `{extra}` extra: {clone})"
 

@@ -177,7 +177,11 @@ def round_weights(reference: Path, quantized: Path, feeds: Iterable[dict[str, np
             raise CheckpointError(f"weight rounding: no float initializer in {reference} for {name}")
         old = numpy_helper.to_array(layer.weight)
         weights = numpy_helper.to_array(source).reshape(old.shape[0], -1)
-        new = gptq_round(weights, hessians[layer.key], layer.scale, damp).reshape(old.shape)
+        try:
+            new = gptq_round(weights, hessians[layer.key], layer.scale, damp).reshape(old.shape)
+        except np.linalg.LinAlgError as exc:  # H + ridge not positive definite: too little damping for this layer
+            raise CheckpointError(f"weight rounding: {layer.node.name}: its input statistics cannot be inverted "
+                                  f"({exc}); quantize with --weight-rounding nearest") from exc
         changed += int((new != old).sum())
         layer.weight.CopyFrom(numpy_helper.from_array(new, name))
     onnx.save(model, str(quantized))

@@ -108,12 +108,16 @@ def assess(loop: ControlLoop, monitor: HealthMonitor, *, backend: str, control_r
 
     level, message = Level.OK, "commanding"
     warnings: list[str] = [backend_warning] if backend_warning else []
-    if recent["starved"] and recent["missed_ticks"]:  # skipped ticks consume their actions: a stall, not the margin
-        warnings.append(f"queue ran dry for {recent['starved']} ticks after the control thread skipped "
-                        f"{recent['missed_ticks']} (it got no CPU for longer than a period)")
+    margin_ms = schedule.refill_threshold * period_ms
+    if recent["starved"] and recent["missed_ticks"] and not inference.p95 >= margin_ms:
+        # skipped ticks use up their actions too: a stall, which a larger margin would not fix
+        warnings.append(f"queue ran dry for {recent['starved']} ticks after skipped control ticks used up its "
+                        f"actions (inference p95 {_ms(inference.p95)} ms is within the refill margin, "
+                        f"{margin_ms:.0f} ms)")
     elif recent["starved"]:
         warnings.append(f"queue ran dry for {recent['starved']} ticks: inference (p95 {_ms(inference.p95)} ms) "
-                        f"is slower than the refill margin; raise refill_threshold or lower control_rate_hz")
+                        f"is slower than the refill margin ({margin_ms:.0f} ms); raise refill_threshold or lower "
+                        f"control_rate_hz")
     if recent["gaps"]:
         warnings.append(f"temporal ensembling can't keep up: {recent['gaps']} ticks without a fresh chunk "
                         f"(inference p95 {_ms(inference.p95)} ms vs period {period_ms:.1f} ms); use async mode")

@@ -98,7 +98,7 @@ def start_node_policy(settings: Mapping[str, Any]) -> tuple[Policy, InferenceWor
             raise
     except BackendOptionsError as exc:
         raise ParameterError(f"backend_options: {exc} (the parameter is a JSON object in a string: '{{}}' for "
-                             "none, in the params file or with -p backend_options:='{}')") from exc
+                             "none, in the params file or with -p \"backend_options:='{}'\")") from exc
     return policy, worker, warnings + worker.setup_messages
 
 

@@ -151,7 +151,10 @@ def test_the_ros2_param_cli_answers_while_the_control_thread_runs_real_time(ros,
         wait_until(lambda: "/act_policy" in ros2("node", "list").split(), "the ros2 daemon to list /act_policy",
                    poll=0.5)
         for value in ("25.0", "30.0", "20.0"):
-            assert "Set parameter successful" in ros2("param", "set", "/act_policy", "control_rate_hz", value)
-            assert f"Double value is: {value}" in ros2("param", "get", "/act_policy", "control_rate_hz")
+            # --timeout: a hang guard for a loaded machine; with the daemon the node is found at once
+            assert "Set parameter successful" in ros2("param", "set", "--timeout", "30", "/act_policy",
+                                                      "control_rate_hz", value)
+            assert f"Double value is: {value}" in ros2("param", "get", "--timeout", "30", "/act_policy",
+                                                       "control_rate_hz")
     finally:  # the daemon of this test's domain must not outlive it
         ros_process("ros2", "daemon", "stop").process.wait(HANG_GUARD_S)
