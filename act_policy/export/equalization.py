@@ -41,7 +41,7 @@ import onnx
 from onnx import numpy_helper
 
 from act_policy.core.errors import CheckpointError
-from act_policy.export.onnx_probe import single_thread_session, with_outputs
+from act_policy.export.onnx_probe import node_attribute, single_thread_session, with_outputs
 
 # Where the equalized pairs are, by name of the first layer of each pair (exported module paths).
 PAIR_GROUPS = {
@@ -74,18 +74,11 @@ class EqualizationPair:
     channel_axis: int
 
 
-def _attribute(node: Any, name: str, default: int) -> int:
-    for a in node.attribute:
-        if a.name == name:
-            return int(onnx.helper.get_attribute_value(a))
-    return default
-
-
 def _weight_axes(node: Any) -> tuple[int, int]:
     """(output-channel axis, input-channel axis) of a Conv's or Gemm's weight input."""
     if node.op_type == "Conv":
         return 0, 1
-    return (0, 1) if _attribute(node, "transB", 0) else (1, 0)
+    return (0, 1) if node_attribute(node, "transB", 0) else (1, 0)
 
 
 class _Graph:
@@ -112,7 +105,7 @@ def _pair_from(graph: _Graph, producer: Any) -> EqualizationPair | str:
     """The pair starting at ``producer``, or why there is none (a sentence)."""
     if producer.op_type not in ("Conv", "Gemm"):
         return f"is a {producer.op_type}, not a Conv or Gemm"
-    if producer.op_type == "Gemm" and _attribute(producer, "transA", 0):
+    if producer.op_type == "Gemm" and node_attribute(producer, "transA", 0):
         return "is a Gemm with transA"
     weight = graph.private_initializer(producer.input[1])
     if weight is None:
@@ -138,9 +131,9 @@ def _pair_from(graph: _Graph, producer: Any) -> EqualizationPair | str:
         return f"{relus} ReLUs before {node.name!r}; exactly one is needed"
     if node.op_type != producer.op_type or node.input[0] != tensor:
         return f"the ReLU's output feeds {node.op_type} {node.name!r}, not the data input of a {producer.op_type}"
-    if node.op_type == "Conv" and _attribute(node, "group", 1) != 1:
+    if node.op_type == "Conv" and node_attribute(node, "group", 1) != 1:
         return f"{node.name!r} is a grouped convolution"
-    if node.op_type == "Gemm" and _attribute(node, "transA", 0):
+    if node.op_type == "Gemm" and node_attribute(node, "transA", 0):
         return f"{node.name!r} is a Gemm with transA"
     consumer_weight = graph.private_initializer(node.input[1])
     if consumer_weight is None or consumer_weight.dims[_weight_axes(node)[1]] != channels:

@@ -1,4 +1,5 @@
-"""Reading intermediate tensors of an ONNX graph with ONNX Runtime (calibration-time analysis, not inference)."""
+"""Looking into an ONNX graph at calibration time (analysis, not inference): node attributes, and intermediate
+tensors read with ONNX Runtime."""
 
 from __future__ import annotations
 
@@ -6,6 +7,15 @@ from collections.abc import Iterable
 from typing import Any
 
 import onnx
+
+
+def node_attribute(node: Any, name: str, default: Any) -> Any:
+    """The value of ONNX ``node``'s attribute ``name`` (ints, floats, lists as Python values), ``default`` when
+    the node does not set it (ONNX operators define those defaults)."""
+    for attribute in node.attribute:
+        if attribute.name == name:
+            return onnx.helper.get_attribute_value(attribute)
+    return default
 
 
 def with_outputs(model: Any, names: Iterable[str]) -> Any:

@@ -36,18 +36,11 @@ import onnx
 from onnx import numpy_helper
 
 from act_policy.core.errors import CheckpointError
-from act_policy.export.onnx_probe import single_thread_session, with_outputs
+from act_policy.export.onnx_probe import node_attribute, single_thread_session, with_outputs
 
 S8_LIMIT = 127  # ONNX Runtime's symmetric s8 weights use [-127, 127]
 MAX_COLUMNS = 4096  # input columns per layer and observation that enter H (a seeded random subset beyond)
 QUANTIZED_SUFFIX = "_quantized"  # ONNX Runtime names a quantized weight after its float initializer
-
-
-def _attribute(node: Any, name: str, default: Any) -> Any:
-    for a in node.attribute:
-        if a.name == name:
-            return onnx.helper.get_attribute_value(a)
-    return default
 
 
 @dataclass
@@ -62,7 +55,7 @@ class Int8Layer:
     @property
     def key(self) -> tuple[str, ...]:
         """Layers with the same key read the same input columns (q/k projections of one token matrix)."""
-        return (self.input, *(str(_attribute(self.node, a, None)) for a in ("kernel_shape", "strides", "pads")))
+        return (self.input, *(str(node_attribute(self.node, a, None)) for a in ("kernel_shape", "strides", "pads")))
 
 
 def int8_layers(model: Any) -> list[Int8Layer]:
@@ -90,14 +83,15 @@ def input_columns(node: Any, x: np.ndarray) -> np.ndarray:
     CheckpointError for a layer form this does not handle.
     """
     if node.op_type == "Gemm":
-        if _attribute(node, "transA", 0) != 0 or _attribute(node, "transB", 0) != 1:
+        if node_attribute(node, "transA", 0) != 0 or node_attribute(node, "transB", 0) != 1:
             raise CheckpointError(f"{node.name}: weight rounding expects Gemm(transA=0, transB=1)")
         return x.reshape(-1, x.shape[-1]).T
-    if _attribute(node, "group", 1) != 1 or list(_attribute(node, "dilations", [1, 1])) != [1, 1] or x.shape[0] != 1:
+    if (node_attribute(node, "group", 1) != 1 or list(node_attribute(node, "dilations", [1, 1])) != [1, 1]
+            or x.shape[0] != 1):
         raise CheckpointError(f"{node.name}: weight rounding expects a Conv with group 1, dilation 1, batch 1")
-    kh, kw = _attribute(node, "kernel_shape", None)
-    sh, sw = _attribute(node, "strides", [1, 1])
-    top, left, bottom, right = _attribute(node, "pads", [0, 0, 0, 0])
+    kh, kw = node_attribute(node, "kernel_shape", None)
+    sh, sw = node_attribute(node, "strides", [1, 1])
+    top, left, bottom, right = node_attribute(node, "pads", [0, 0, 0, 0])
     padded = np.pad(x[0], ((0, 0), (top, bottom), (left, right)))
     windows = np.lib.stride_tricks.sliding_window_view(padded, (kh, kw), axis=(1, 2))[:, ::sh, ::sw]
     return windows.transpose(0, 3, 4, 1, 2).reshape(padded.shape[0] * kh * kw, -1)
