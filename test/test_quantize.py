@@ -359,6 +359,24 @@ def test_gptq_weight_rounding_changes_only_s8_weight_values_and_lowers_the_int8_
     assert output_error("gptq") < 0.8 * output_error("nearest")
 
 
+def test_gptq_on_input_statistics_it_cannot_invert_names_the_layer_and_the_way_out(
+        quantized: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from act_policy.core.errors import CheckpointError
+    from act_policy.export import weight_rounding
+
+    artifacts = load_policy(quantized, backend="cpu_fp32", num_threads=1).artifacts
+    feeds = _calibration_feeds(quantized, list(synthetic_observations(SPEC, artifacts.input_stats, 2, seed=5)))
+
+    def not_positive_definite(*args, **kwargs):
+        raise np.linalg.LinAlgError("Matrix is not positive definite")
+    monkeypatch.setattr(weight_rounding, "gptq_round", not_positive_definite)
+    recipe = Recipe(frozenset({"backbone_stem", "action_head"}), weight_rounding="gptq")
+    with pytest.raises(CheckpointError, match=r"weight rounding: \S+: its input statistics cannot be inverted "
+                                              r"\(Matrix is not positive definite\); quantize with "
+                                              r"--weight-rounding nearest"):
+        quantize_graph(quantized / "act_fp32.onnx", tmp_path / "gptq.onnx", feeds, recipe, 2, lambda _: None)
+
+
 def test_mean_minmax_ranges_are_the_mean_of_each_observations_range_so_one_outlier_does_not_stretch_them(
         quantized: Path, tmp_path: Path) -> None:
     import onnx
