@@ -71,7 +71,7 @@ cfg = configparser.ConfigParser()
 cfg.read("setup.cfg")
 extras = cfg["options.extras_require"]
 wanted = cfg["options"]["install_requires"].split() + extras["onnx"].split()
-wanted += [r for r in extras["test"].split() if r.startswith(("pytest", "pyyaml"))]
+wanted += [r for r in extras["test"].split() if r.startswith(("pytest", "pyyaml", "py-spy"))]
 print("\n".join(r for r in wanted if not r.startswith("torch")))
 PY
 )

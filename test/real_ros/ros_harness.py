@@ -17,6 +17,7 @@ import os
 import random
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -38,6 +39,7 @@ from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import Image, JointState
 
+PY_SPY = str(Path(sys.executable).with_name("py-spy"))  # installed with the tests, beside their python
 HANG_GUARD_S = 300.0  # a generous bound on any single wait; only reached when something is broken
 NODE = "/act_policy"
 # every log line as "[SEVERITY] [logger]: message", so tests can assert on severities
@@ -224,8 +226,30 @@ class NodeProcess:
         try:
             return self.process.wait(timeout)
         except subprocess.TimeoutExpired:
+            evidence = self.hang_evidence()
             self.kill()
-            raise AssertionError(f"{self.argv[0]} did not exit within {timeout:.0f} s of SIGINT:\n{self.output}")
+            raise AssertionError(f"{self.argv[0]} did not exit within {timeout:.0f} s of SIGINT:\n{self.output}\n"
+                                 f"{evidence}")
+
+    def hang_evidence(self) -> str:
+        """What a hung process tree is doing: its processes (state, kernel wait channel) and each Python one's
+        thread stacks (py-spy, from the test extras) — a rare shutdown hang is otherwise gone without a trace."""
+        sid = str(self.process.pid)  # start_new_session: the process leads its session
+        try:
+            ps = subprocess.run(["ps", "-o", "pid,ppid,stat,wchan:24,args", "-s", sid], capture_output=True,
+                                text=True, timeout=60)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return f"ps of session {sid}: {exc}"
+        parts = [f"processes of session {sid}:\n{ps.stdout}{ps.stderr}"]
+        for line in ps.stdout.splitlines()[1:]:
+            command = [PY_SPY, "dump", "--native", "--pid", line.split()[0]]
+            try:
+                dump = subprocess.run(command, capture_output=True, text=True, timeout=60)
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                parts.append(f"{' '.join(command)}: {exc}")
+                continue
+            parts.append(f"{' '.join(command)}:\n{dump.stdout}{dump.stderr}")
+        return "\n".join(parts)
 
     def kill(self) -> None:
         if self.running():
