@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import stat
 from pathlib import Path
@@ -16,10 +17,12 @@ from bundle_helpers import tiny_policy_artifacts
 
 from act_policy import BackendError, CheckpointError, load_policy
 from act_policy.backends import BackendOptions, ModelInputs, create_backend
+from act_policy.backends.torch_fp32 import build_prepared_model
+from act_policy.core.macs import MacCount, count_macs, macs_per_inference
 from act_policy.core.policy import Policy
 from act_policy.core.synthetic import synthetic_observations
 from act_policy.export import export_bundle, load_bundle
-from act_policy.export.bundle import FP32_GRAPH, HEAD_GRAPH, POLICY_FILE, WEIGHTS_FILE, backbone_file
+from act_policy.export.bundle import FP32_GRAPH, HEAD_GRAPH, MACS_FIELD, POLICY_FILE, WEIGHTS_FILE, backbone_file
 from act_policy.hailo.kit import SCRIPT
 from act_policy.tools.cli import main
 
@@ -60,6 +63,31 @@ def test_policy_json_describes_the_policy_and_hashes_every_file(bundle: Path) ->
     assert set(doc["normalization"]["action_stats"]["action"]) >= {"mean", "std"}
     assert set(doc["files"]) == {WEIGHTS_FILE, FP32_GRAPH, HEAD_GRAPH, backbone_file(64, 80)}
     assert all(len(sha) == 64 for sha in doc["files"].values())
+
+
+def test_policy_json_records_the_macs_counted_on_the_torch_model(bundle: Path) -> None:
+    recorded = json.loads((bundle / POLICY_FILE).read_text())[MACS_FIELD]
+    assert recorded == count_macs(build_prepared_model(tiny_policy_artifacts())) > 0
+    assert macs_per_inference(load_bundle(bundle)) == MacCount(recorded, "recorded in policy.json at export")
+
+
+def test_a_bundle_exported_before_macs_were_recorded_loads_and_torch_counts_them(copy: Path) -> None:
+    path = copy / POLICY_FILE
+    doc = json.loads(path.read_text())
+    recorded = doc.pop(MACS_FIELD)
+    path.write_text(json.dumps(doc))
+    artifacts = load_bundle(copy)
+    assert artifacts.macs_per_inference is None
+    assert macs_per_inference(artifacts) == MacCount(recorded, "counted on the torch model")
+
+
+@pytest.mark.parametrize("value", [-1, 1.5, "many", True])
+def test_a_recorded_mac_count_that_is_not_a_whole_number_is_refused(copy: Path, value: object) -> None:
+    path = copy / POLICY_FILE
+    path.write_text(json.dumps({**json.loads(path.read_text()), MACS_FIELD: value}))
+    with pytest.raises(CheckpointError, match=rf"{POLICY_FILE}: '{MACS_FIELD}' must be a whole number >= 0 "
+                                              rf"\(or absent\), got {re.escape(repr(value))}$"):
+        load_bundle(copy)
 
 
 def test_onnx_fp32_matches_torch_within_1e4(bundle: Path) -> None:
