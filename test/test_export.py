@@ -22,7 +22,16 @@ from act_policy.core.macs import MacCount, count_macs, macs_per_inference
 from act_policy.core.policy import Policy
 from act_policy.core.synthetic import synthetic_observations
 from act_policy.export import export_bundle, load_bundle
-from act_policy.export.bundle import FP32_GRAPH, HEAD_GRAPH, MACS_FIELD, POLICY_FILE, WEIGHTS_FILE, backbone_file
+from act_policy.export.bundle import (
+    FP32_GRAPH,
+    HEAD_GRAPH,
+    HEAD_INT8_GRAPH,
+    INT8_GRAPH,
+    MACS_FIELD,
+    POLICY_FILE,
+    WEIGHTS_FILE,
+    backbone_file,
+)
 from act_policy.hailo.kit import SCRIPT
 from act_policy.tools.cli import main
 
@@ -165,6 +174,34 @@ def test_missing_weights_file_is_named_when_a_torch_backend_loads(copy: Path) ->
     load_policy(copy, backend="onnx_fp32")  # runs the graph: the torch weights are never read
     with pytest.raises(CheckpointError, match=rf"{WEIGHTS_FILE}: file listed in policy.json is missing"):
         load_policy(copy, backend="cpu_fp32")
+
+
+def test_every_command_names_a_listed_file_a_bundle_lost_and_what_writes_it_again(
+        tiny_quantized_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    bundle = Path(shutil.copytree(tiny_quantized_bundle, tmp_path / "bundle"))
+    (bundle / HEAD_INT8_GRAPH).unlink()
+    (bundle / INT8_GRAPH).unlink()
+
+    def refused(*argv: str) -> str:
+        assert main([*argv]) == 2
+        err = capsys.readouterr().err
+        assert "Traceback" not in err
+        return " ".join(err.split())
+
+    quantize = f"run `act-policy quantize {bundle}"
+    demo = refused("demo", "--checkpoint", str(bundle), "--backend", "cpu_int8", "--duration", "0.1")
+    assert f"{bundle / INT8_GRAPH}: file listed in policy.json is missing: the bundle is damaged" in demo
+    assert f"{quantize}` to write it again" in demo
+    # quantize rewrites act_int8.onnx, but not head_int8.onnx without --head: refused before calibrating
+    plain = refused("quantize", str(bundle), "--samples", "2")
+    assert f"lists ['{HEAD_INT8_GRAPH}'], missing from {bundle}" in plain and f"{quantize} --head`" in plain
+    assert main(["quantize", str(bundle), "--samples", "2", "--head"]) == 0  # as the error says: repaired
+    load_policy(bundle, backend="cpu_int8")
+
+    (bundle / WEIGHTS_FILE).unlink()  # only export writes the weights
+    info = refused("info", str(bundle))
+    assert f"{bundle / WEIGHTS_FILE}: file listed in policy.json is missing" in info
+    assert "copy it again, or export it again (and quantize it again if it was)" in info
 
 
 def test_changed_graph_fails_its_sha256_check_when_its_backend_loads(copy: Path) -> None:

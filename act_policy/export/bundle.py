@@ -113,13 +113,23 @@ def policy_document(artifacts: PolicyArtifacts, source_sha256: str | None) -> di
     }
 
 
+def _damaged_hint(folder: Path, missing: Collection[str]) -> str:
+    """What brings back files policy.json lists but ``folder`` lacks: the INT8 graphs are ``act-policy
+    quantize``'s to write again, any other file ``act-policy export``'s."""
+    quantized = {INT8_GRAPH: "", HEAD_INT8_GRAPH: " --head"}
+    if set(missing) <= set(quantized):
+        flags = "".join(sorted({quantized[name] for name in missing}))
+        return f"the bundle is damaged: copy it again, or run `act-policy quantize {folder}{flags}` to write it again"
+    return "the bundle is damaged: copy it again, or export it again (and quantize it again if it was)"
+
+
 def require_listed_files(folder: Path, document: dict[str, Any], rewritten: Collection[str] = ()) -> None:
     """CheckpointError naming every file ``document['files']`` lists that ``folder`` lacks (a damaged bundle),
     except those in ``rewritten`` (about to be written again)."""
     missing = sorted(name for name in document["files"] if name not in rewritten and not (folder / name).is_file())
     if missing:
-        raise CheckpointError(f"{folder / POLICY_FILE}: lists {missing}, missing from {folder}: the bundle is "
-                              "damaged; export it again (and quantize it again if it was)")
+        raise CheckpointError(f"{folder / POLICY_FILE}: lists {missing}, missing from {folder}: "
+                              f"{_damaged_hint(folder, missing)}")
 
 
 def write_policy_document(folder: Path, document: dict[str, Any]) -> None:
@@ -168,7 +178,7 @@ def verified_file(folder: str | Path, name: str, document: dict[str, Any] | None
         hint = " (run `act-policy quantize` on the bundle first)" if name in (INT8_GRAPH, HEAD_INT8_GRAPH) else ""
         raise CheckpointError(f"{folder / POLICY_FILE}: bundle has no {name!r}{hint}; it lists {sorted(doc['files'])}")
     if not path.is_file():
-        raise CheckpointError(f"{path}: file listed in {POLICY_FILE} is missing")
+        raise CheckpointError(f"{path}: file listed in {POLICY_FILE} is missing: {_damaged_hint(folder, [name])}")
     actual = sha256_file(path)
     if actual != doc["files"][name]:
         raise CheckpointError(f"{path}: sha256 {actual} does not match {POLICY_FILE} ({doc['files'][name]}); "
