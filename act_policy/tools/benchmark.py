@@ -163,8 +163,7 @@ def run_benchmark(path: str | Path, backends: list[str], runs: int, warmup: int,
         "policy": str(path), "cameras": {f.name: list(f.shape) for f in spec.cameras},
         "action_dim": spec.action_dim, "chunk_size": spec.config.chunk_size, "threads": threads,
         "machine": machine, "busy_warning": warning, "macs_source": mac_count.source, "baseline": baseline,
-        "backends": results,
-        "bars": performance_bars(results),
+        "backends": results, "bars": performance_bars(results),
     }
 
 
