@@ -11,6 +11,7 @@ from bundle_helpers import tiny_policy_artifacts
 
 from act_policy.backends.torch_fp32 import build_prepared_model
 from act_policy.core.macs import count_macs
+from act_policy.export.bundle import MACS_FIELD, POLICY_FILE
 from act_policy.tools.cli import main
 
 hailort = hailo_testing.hailort  # fixtures, bound here so pytest finds them
@@ -53,8 +54,12 @@ def test_report_has_every_documented_field(bundle: Path, tmp_path: Path, capsys:
     assert report["bars"]["cpu_int8_max_abs_bias_normalized"] == int8["max_abs_bias_normalized"]
     printed = capsys.readouterr()
     assert "| cpu_int8 " in printed.out and "relative L2" in printed.out
-    assert "counting MACs" in printed.err and f"{report['backends']['cpu_fp32']['macs'] / 1e9:.2f} GMAC per " \
-        "inference" in printed.out
+    # a bundle's MACs are the ones recorded at export: read, not counted again
+    recorded = json.loads((bundle / POLICY_FILE).read_text())[MACS_FIELD]
+    assert {r["macs"] for r in report["backends"].values()} == {recorded}
+    assert report["macs_source"] == "recorded in policy.json at export"
+    assert "counting MACs" not in printed.err
+    assert f"{recorded / 1e9:.2f} GMAC per inference (recorded in policy.json at export)" in printed.out
 
 
 def test_unknown_backend_is_refused(bundle: Path, capsys: pytest.CaptureFixture) -> None:

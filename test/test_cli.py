@@ -43,6 +43,19 @@ def test_info_reports_features_and_measured_macs(tiny_checkpoint: Path, capsys) 
     assert 0.15e9 < info["macs_per_inference"] < 0.25e9
 
 
+def test_info_on_a_bundle_reads_the_macs_recorded_at_export_and_counts_parameters_from_the_file(
+        tiny_checkpoint: Path, tiny_bundle: Path, capsys) -> None:
+    """The bundle holds the checkpoint's architecture (other weights): the same counts, read, not computed."""
+    assert main(["info", str(tiny_checkpoint), "--json"]) == 0
+    counted = json.loads(capsys.readouterr().out)
+    assert main(["info", str(tiny_bundle), "--json"]) == 0
+    read = json.loads(capsys.readouterr().out)
+    assert counted["macs_source"] == "counted on the torch model"
+    assert read["macs_source"] == "recorded in policy.json at export"
+    assert read["macs_per_inference"] == counted["macs_per_inference"]
+    assert read["parameters"] == counted["parameters"] > 0
+
+
 def test_errors_are_reported_without_a_traceback(tmp_path: Path, capsys) -> None:
     assert main(["info", str(tmp_path / "nowhere")]) == 2
     assert "act-policy info: error:" in capsys.readouterr().err

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import stat
 from pathlib import Path
@@ -16,10 +17,21 @@ from bundle_helpers import tiny_policy_artifacts
 
 from act_policy import BackendError, CheckpointError, load_policy
 from act_policy.backends import BackendOptions, ModelInputs, create_backend
+from act_policy.backends.torch_fp32 import build_prepared_model
+from act_policy.core.macs import MacCount, count_macs, macs_per_inference
 from act_policy.core.policy import Policy
 from act_policy.core.synthetic import synthetic_observations
 from act_policy.export import export_bundle, load_bundle
-from act_policy.export.bundle import FP32_GRAPH, HEAD_GRAPH, POLICY_FILE, WEIGHTS_FILE, backbone_file
+from act_policy.export.bundle import (
+    FP32_GRAPH,
+    HEAD_GRAPH,
+    HEAD_INT8_GRAPH,
+    INT8_GRAPH,
+    MACS_FIELD,
+    POLICY_FILE,
+    WEIGHTS_FILE,
+    backbone_file,
+)
 from act_policy.hailo.kit import SCRIPT
 from act_policy.tools.cli import main
 
@@ -60,6 +72,31 @@ def test_policy_json_describes_the_policy_and_hashes_every_file(bundle: Path) ->
     assert set(doc["normalization"]["action_stats"]["action"]) >= {"mean", "std"}
     assert set(doc["files"]) == {WEIGHTS_FILE, FP32_GRAPH, HEAD_GRAPH, backbone_file(64, 80)}
     assert all(len(sha) == 64 for sha in doc["files"].values())
+
+
+def test_policy_json_records_the_macs_counted_on_the_torch_model(bundle: Path) -> None:
+    recorded = json.loads((bundle / POLICY_FILE).read_text())[MACS_FIELD]
+    assert recorded == count_macs(build_prepared_model(tiny_policy_artifacts())) > 0
+    assert macs_per_inference(load_bundle(bundle)) == MacCount(recorded, "recorded in policy.json at export")
+
+
+def test_a_bundle_exported_before_macs_were_recorded_loads_and_torch_counts_them(copy: Path) -> None:
+    path = copy / POLICY_FILE
+    doc = json.loads(path.read_text())
+    recorded = doc.pop(MACS_FIELD)
+    path.write_text(json.dumps(doc))
+    artifacts = load_bundle(copy)
+    assert artifacts.macs_per_inference is None
+    assert macs_per_inference(artifacts) == MacCount(recorded, "counted on the torch model")
+
+
+@pytest.mark.parametrize("value", [-1, 1.5, "many", True])
+def test_a_recorded_mac_count_that_is_not_a_whole_number_is_refused(copy: Path, value: object) -> None:
+    path = copy / POLICY_FILE
+    path.write_text(json.dumps({**json.loads(path.read_text()), MACS_FIELD: value}))
+    with pytest.raises(CheckpointError, match=rf"{POLICY_FILE}: '{MACS_FIELD}' must be a whole number >= 0 "
+                                              rf"\(or absent\), got {re.escape(repr(value))}$"):
+        load_bundle(copy)
 
 
 def test_onnx_fp32_matches_torch_within_1e4(bundle: Path) -> None:
@@ -137,6 +174,34 @@ def test_missing_weights_file_is_named_when_a_torch_backend_loads(copy: Path) ->
     load_policy(copy, backend="onnx_fp32")  # runs the graph: the torch weights are never read
     with pytest.raises(CheckpointError, match=rf"{WEIGHTS_FILE}: file listed in policy.json is missing"):
         load_policy(copy, backend="cpu_fp32")
+
+
+def test_every_command_names_a_listed_file_a_bundle_lost_and_what_writes_it_again(
+        tiny_quantized_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    bundle = Path(shutil.copytree(tiny_quantized_bundle, tmp_path / "bundle"))
+    (bundle / HEAD_INT8_GRAPH).unlink()
+    (bundle / INT8_GRAPH).unlink()
+
+    def refused(*argv: str) -> str:
+        assert main([*argv]) == 2
+        err = capsys.readouterr().err
+        assert "Traceback" not in err
+        return " ".join(err.split())
+
+    quantize = f"run `act-policy quantize {bundle}"
+    demo = refused("demo", "--checkpoint", str(bundle), "--backend", "cpu_int8", "--duration", "0.1")
+    assert f"{bundle / INT8_GRAPH}: file listed in policy.json is missing: the bundle is damaged" in demo
+    assert f"{quantize}` to write it again" in demo
+    # quantize rewrites act_int8.onnx, but not head_int8.onnx without --head: refused before calibrating
+    plain = refused("quantize", str(bundle), "--samples", "2")
+    assert f"lists ['{HEAD_INT8_GRAPH}'], missing from {bundle}" in plain and f"{quantize} --head`" in plain
+    assert main(["quantize", str(bundle), "--samples", "2", "--head"]) == 0  # as the error says: repaired
+    load_policy(bundle, backend="cpu_int8")
+
+    (bundle / WEIGHTS_FILE).unlink()  # only export writes the weights
+    info = refused("info", str(bundle))
+    assert f"{bundle / WEIGHTS_FILE}: file listed in policy.json is missing" in info
+    assert "copy it again, or export it again (and quantize it again if it was)" in info
 
 
 def test_changed_graph_fails_its_sha256_check_when_its_backend_loads(copy: Path) -> None:

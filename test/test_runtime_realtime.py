@@ -19,7 +19,7 @@ from act_policy.core.config import STATE_KEY
 from act_policy.core.joint_units import JointUnits
 from act_policy.core.policy import StageTimes
 from act_policy.core.scheduling import TemporalEnsembler
-from act_policy.runtime.health import HealthMonitor, Level, assess
+from act_policy.runtime.health import HealthMonitor, HoldLog, Level, assess
 from act_policy.runtime.observations import ObservationCache, RawImage
 from act_policy.runtime.realtime import ActionSchedule, ControlLoop, LoopSettings
 from act_policy.runtime.safety import Hold, Limits
@@ -425,3 +425,24 @@ def test_a_reset_cancels_the_inference_in_flight_so_the_next_request_need_not_wa
     r.loop.update_settings(settings(enabled=False))
     r.tick()
     assert r.policy.cancelled == 1  # nothing was in flight: nothing to cancel
+
+
+def test_the_log_says_each_change_of_state_once_and_leaves_the_lifecycle_hold_to_the_transitions():
+    log = HoldLog()
+    # configure starts the control thread before it logs its summary: the inactive ticks add nothing to it
+    assert log.line(Hold.INACTIVE) is None and log.line(Hold.INACTIVE) is None
+    # activated ("active: commanding the arm" is the transition's): what follows, once per change
+    waiting = "joint_states never received"
+    assert log.line(Hold.WAITING, waiting) == (Level.WARN, f"holding: {Hold.WAITING.value} ({waiting})")
+    assert log.line(Hold.WAITING, waiting) is None
+    assert log.line(None) == (Level.OK, "commanding")
+    assert log.line(Hold.STARVED) is None  # a momentarily empty queue is /diagnostics' to count
+    assert log.line(None) is None
+    stale = log.line(Hold.STALE, "observation.images.front 250 ms > 200 ms")
+    assert stale == (Level.WARN, "holding: observation too old (observation.images.front 250 ms > 200 ms)")
+    assert log.line(Hold.STALE, "observation.images.front 266 ms > 200 ms") is None  # only the ages changed
+    assert log.line(Hold.STALE, "joint_states 210 ms > 200 ms") is not None  # another input went stale
+    assert log.line(Hold.DISABLED) == (Level.OK, "holding: disabled")  # asked for: news, not a warning
+    # deactivated ("inactive: holding, ..." is the transition's), then activated again: commanding is news again
+    assert log.line(Hold.INACTIVE) is None
+    assert log.line(None) == (Level.OK, "commanding")

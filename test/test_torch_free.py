@@ -5,7 +5,8 @@ pyyaml from PyPI — pinned to the versions of the environment running this test
 the same kernels — plus the ``replay`` extra's packages, and act_policy installed with ``--no-deps``:
 no torch anywhere. This environment (with torch) exports and quantizes a tiny bundle; the torch-free
 venv loads it with ``cpu_int8`` and ``onnx_fp32``, runs ``select_action``, and the CLI's ``demo``,
-``benchmark`` and ``replay`` on it; its actions must equal the ones computed here.
+``benchmark``, ``replay`` and ``info`` on it; its actions (and info's counts) must equal the ones computed
+here.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -23,7 +25,11 @@ import pytest
 from dataset_layout import EpisodeData, write_v21
 
 from act_policy import load_policy
+from act_policy.backends.torch_fp32 import build_prepared_model
+from act_policy.core.macs import count_macs
 from act_policy.core.synthetic import synthetic_observations
+from act_policy.export import load_bundle
+from act_policy.export.bundle import MACS_FIELD, POLICY_FILE
 
 ROOT = Path(__file__).resolve().parents[1]
 # Distributions pinned to this environment's versions; the replay extra's float code is not compared.
@@ -95,6 +101,27 @@ def test_torch_backends_say_what_to_install_instead_of_a_traceback(venv: Path, b
     assert "--index-url https://download.pytorch.org/whl/cpu" in done.stderr
 
 
+def test_info_describes_a_bundle_without_torch(venv: Path, bundle: Path) -> None:
+    info = json.loads(_run([venv / "act-policy", "info", bundle, "--json"]).stdout)
+    here = load_bundle(bundle)
+    assert info["parameters"] == sum(t.numel() for t in here.weights.values())
+    assert info["macs_per_inference"] == count_macs(build_prepared_model(here))
+    assert info["macs_source"] == "recorded in policy.json at export"
+
+
+def test_info_on_a_bundle_exported_before_macs_were_recorded_says_they_are_unknown(
+        venv: Path, bundle: Path, tmp_path: Path) -> None:
+    older = Path(shutil.copytree(bundle, tmp_path / "bundle"))
+    document = json.loads((older / POLICY_FILE).read_text())
+    del document[MACS_FIELD]
+    (older / POLICY_FILE).write_text(json.dumps(document))
+    info = _run([venv / "act-policy", "info", older])
+    assert "Traceback" not in info.stderr
+    assert ("MACs per inference: unknown: this bundle was exported before act_policy recorded MACs in "
+            "policy.json, and counting them needs torch; export the bundle again to record them") in info.stdout
+    assert re.search(r"^parameters \(inference\): [\d.]+ M$", info.stdout, re.M)
+
+
 def test_cli_demo_benchmark_and_replay_run_a_bundle_without_torch(venv: Path, bundle: Path,
                                                                   tmp_path: Path) -> None:
     demo = _run([venv / "act-policy", "demo", "--checkpoint", bundle, "--backend", "cpu_int8", "--duration", "0.5",
@@ -104,11 +131,12 @@ def test_cli_demo_benchmark_and_replay_run_a_bundle_without_torch(venv: Path, bu
     report = tmp_path / "bench.json"
     benchmark = _run([venv / "act-policy", "benchmark", bundle, "--runs", "2", "--warmup", "1", "--held-out", "2",
                       "--threads", "1", "--json", report])
-    # it announces only what it does: no "counting MACs" before "MACs not counted"
-    assert "MACs not counted (needs torch)" in benchmark.stdout and "counting MACs" not in benchmark.stderr
+    # the MACs recorded at export, where torch counted them
+    recorded = json.loads((bundle / POLICY_FILE).read_text())[MACS_FIELD]
+    assert "GMAC per inference (recorded in policy.json at export)" in benchmark.stdout
     bench = json.loads(report.read_text())
     assert bench["baseline"] == "onnx_fp32" and list(bench["backends"]) == ["onnx_fp32", "cpu_int8"]
-    assert bench["machine"]["torch"] is None and bench["backends"]["cpu_int8"]["macs"] is None
+    assert bench["machine"]["torch"] is None and bench["backends"]["cpu_int8"]["macs"] == recorded
     assert 0 < bench["backends"]["cpu_int8"]["fidelity"]["rel_l2"] < 0.2  # quantized: close, not equal
 
     policy = load_policy(bundle, backend="onnx_fp32")

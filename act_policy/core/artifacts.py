@@ -53,6 +53,9 @@ class PolicyArtifacts:
     it but whose checkpoint has no statistics for it to the configured mode: such a feature
     passes through unnormalized (LeRobot does the same, with a warning), which deployment
     tools refuse unless the user allows it (:meth:`require_complete_stats`).
+    ``macs_per_inference`` is the count a bundle's ``policy.json`` recorded at export (None when
+    loaded from elsewhere, or from a bundle exported before it was recorded; see
+    :func:`act_policy.core.macs.macs_per_inference`).
     """
 
     spec: PolicySpec
@@ -64,6 +67,7 @@ class PolicyArtifacts:
     action_eps: float = DEFAULT_EPS
     legacy_normalization: bool = False
     missing_stats: dict[str, str] = field(default_factory=dict)
+    macs_per_inference: int | None = None
 
     def require_complete_stats(self, allowed: bool, how_to_allow: str) -> None:
         """Raise CheckpointError when a normalized feature has no stats, unless ``allowed``.

@@ -17,6 +17,7 @@ from act_policy.core.errors import CheckpointError
 from act_policy.core.policy import Policy
 from act_policy.core.synthetic import synthetic_observations
 from act_policy.export.bundle import (
+    MACS_FIELD,
     POLICY_FILE,
     WEIGHTS_FILE,
     checkpoint_sha256,
@@ -71,6 +72,7 @@ def export_bundle(artifacts: PolicyArtifacts, out: str | Path, progress: Progres
 
 
 def _write_bundle(artifacts: PolicyArtifacts, folder: Path, progress: Progress) -> None:
+    from act_policy.core.macs import count_macs
     from act_policy.export.onnx_export import export_graphs
 
     source_hash = None
@@ -82,6 +84,7 @@ def _write_bundle(artifacts: PolicyArtifacts, folder: Path, progress: Progress) 
     reference = reference_policy(artifacts)
     observations = synthetic_observations(artifacts.spec, artifacts.input_stats, PARITY_SAMPLES, seed=PARITY_SEED)
     examples = [reference.preprocess(o) for o in observations]
+    document[MACS_FIELD] = count_macs(reference.backend.model)  # so a robot without torch can say it
     document["graphs"] = export_graphs(reference.backend.model, artifacts, examples, folder, progress)
     document["files"] = dict.fromkeys([WEIGHTS_FILE, *(p.name for p in folder.glob("*.onnx"))], "")
     write_policy_document(folder, document)

@@ -4,7 +4,9 @@ Layout (all names fixed, listed with their sha256 in ``policy.json``)::
 
     policy.json          schema_version, features (camera order = input order), shapes,
                          normalization modes + stats + eps, ACT config, fps, rename_map,
-                         source checkpoint hash, graph names, per-file sha256
+                         source checkpoint hash, graph names, per-file sha256, and
+                         macs_per_inference (counted on the torch model at export; optional:
+                         bundles written before it was added load without it)
     model.safetensors    lean-model weights (torch backends)
     act_fp32.onnx        whole network, static shapes (onnx_fp32)
     act_int8.onnx        statically quantized network (cpu_int8; written by ``act-policy quantize``)
@@ -21,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from collections.abc import Collection
 from pathlib import Path
 from typing import Any
@@ -42,6 +45,7 @@ INT8_GRAPH = "act_int8.onnx"
 HEAD_GRAPH = "head.onnx"
 HEAD_INT8_GRAPH = "head_int8.onnx"
 ACTION_OUTPUT = "action_chunk"
+MACS_FIELD = "macs_per_inference"  # optional in schema 1: a torch-free robot reads it, `info` and `benchmark` show it
 
 
 def is_bundle(path: str | Path) -> bool:
@@ -109,13 +113,23 @@ def policy_document(artifacts: PolicyArtifacts, source_sha256: str | None) -> di
     }
 
 
+def _damaged_hint(folder: Path, missing: Collection[str]) -> str:
+    """What brings back files policy.json lists but ``folder`` lacks: the INT8 graphs are ``act-policy
+    quantize``'s to write again, any other file ``act-policy export``'s."""
+    quantized = {INT8_GRAPH: "", HEAD_INT8_GRAPH: " --head"}
+    if set(missing) <= set(quantized):
+        flags = "".join(sorted({quantized[name] for name in missing}))
+        return f"the bundle is damaged: copy it again, or run `act-policy quantize {folder}{flags}` to write it again"
+    return "the bundle is damaged: copy it again, or export it again (and quantize it again if it was)"
+
+
 def require_listed_files(folder: Path, document: dict[str, Any], rewritten: Collection[str] = ()) -> None:
     """CheckpointError naming every file ``document['files']`` lists that ``folder`` lacks (a damaged bundle),
     except those in ``rewritten`` (about to be written again)."""
     missing = sorted(name for name in document["files"] if name not in rewritten and not (folder / name).is_file())
     if missing:
-        raise CheckpointError(f"{folder / POLICY_FILE}: lists {missing}, missing from {folder}: the bundle is "
-                              "damaged; export it again (and quantize it again if it was)")
+        raise CheckpointError(f"{folder / POLICY_FILE}: lists {missing}, missing from {folder}: "
+                              f"{_damaged_hint(folder, missing)}")
 
 
 def write_policy_document(folder: Path, document: dict[str, Any]) -> None:
@@ -164,12 +178,33 @@ def verified_file(folder: str | Path, name: str, document: dict[str, Any] | None
         hint = " (run `act-policy quantize` on the bundle first)" if name in (INT8_GRAPH, HEAD_INT8_GRAPH) else ""
         raise CheckpointError(f"{folder / POLICY_FILE}: bundle has no {name!r}{hint}; it lists {sorted(doc['files'])}")
     if not path.is_file():
-        raise CheckpointError(f"{path}: file listed in {POLICY_FILE} is missing")
+        raise CheckpointError(f"{path}: file listed in {POLICY_FILE} is missing: {_damaged_hint(folder, [name])}")
     actual = sha256_file(path)
     if actual != doc["files"][name]:
         raise CheckpointError(f"{path}: sha256 {actual} does not match {POLICY_FILE} ({doc['files'][name]}); "
                               "the file is corrupt or was changed after export")
     return path
+
+
+def parameter_count(folder: str | Path, document: dict[str, Any] | None = None) -> int:
+    """Number of weights in the bundle's model.safetensors (checked by sha256), from the tensor shapes
+    in its header: no torch, no tensor data read."""
+    from safetensors import SafetensorError, safe_open
+
+    path = verified_file(folder, WEIGHTS_FILE, document)
+    try:
+        with safe_open(str(path), framework="numpy") as weights:
+            names = weights.keys()  # a safe_open handle is not iterable
+            return sum(math.prod(weights.get_slice(name).get_shape()) for name in names)
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"{path}: unreadable safetensors file (truncated or corrupt?): {exc}")
+
+
+def _recorded_macs(doc: dict[str, Any], where: Path) -> int | None:
+    value = doc.get(MACS_FIELD)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+        raise CheckpointError(f"{where}: {MACS_FIELD!r} must be a whole number >= 0 (or absent), got {value!r}")
+    return value
 
 
 def _field(doc: dict[str, Any], key: str, where: Path) -> Any:
@@ -226,4 +261,5 @@ def load_bundle(folder: str | Path) -> PolicyArtifacts:
         action_eps=float(_field(norm, "action_eps", path)),
         legacy_normalization=bool(norm.get("legacy_min_max", False)),
         missing_stats=dict(norm.get("missing_stats") or {}),
+        macs_per_inference=_recorded_macs(doc, path),
     )

@@ -24,7 +24,6 @@ thread before the context goes down. The diagnostics timer uses the steady clock
 from __future__ import annotations
 
 import os
-import re
 import signal
 import sys
 import threading
@@ -49,6 +48,7 @@ from std_srvs.srv import SetBool, Trigger
 from act_policy.core.errors import ActPolicyError, ObservationError
 from act_policy.msg import InferenceLatency
 from act_policy.ros.conversions import COMMAND_MESSAGES, chunk_message, command_message, diagnostic_array, raw_image
+from act_policy.runtime.health import HoldLog, Level
 from act_policy.runtime.observations import delivery_delay_s
 from act_policy.runtime.parameters import (
     NODE_NAME,
@@ -64,7 +64,6 @@ from act_policy.runtime.parameters import (
     validate,
 )
 from act_policy.runtime.realtime import TickResult
-from act_policy.runtime.safety import Hold
 from act_policy.runtime.session import Runtime, build_runtime, start_node_policy
 
 COMMAND_QOS_DEPTH = 10
@@ -119,7 +118,7 @@ class ActPolicyNode(LifecycleNode):
         self._chunk_pub: Any = None
         self._latency_pub: Any = None
         self._diagnostics_pub: Any = None
-        self._last_hold: tuple[Hold, str] | None = None  # the hold last logged, numbers blanked
+        self._hold_log = HoldLog()
         self.add_pre_set_parameters_callback(canonical_parameters)
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.create_service(SetBool, "~/enable", self._on_enable)
@@ -162,8 +161,9 @@ class ActPolicyNode(LifecycleNode):
         if self.runtime is None:
             self.get_logger().error("activate failed: the node is not configured")
             return TransitionCallbackReturn.FAILURE
-        self.runtime.loop.set_active(True)
+        # said before the control thread sees it: its first active tick logs what follows ("commanding", a hold)
         self.get_logger().info("active: commanding the arm")
+        self.runtime.loop.set_active(True)
         return super().on_activate(state)  # enables the lifecycle publishers
 
     def on_deactivate(self, state: State) -> TransitionCallbackReturn:
@@ -274,25 +274,17 @@ class ActPolicyNode(LifecycleNode):
         self._latency_pub.publish(msg)
 
     def _log_hold(self, result: TickResult) -> None:
-        """Log when the reason for holding changes — or what it is about, e.g. which input went stale — but
-        not every tick: the numbers in the details (ages) change every tick and would flood /rosout at the
-        control rate. A momentarily empty queue is left to /diagnostics."""
-        if result.hold is Hold.STARVED:
+        """Log what :class:`HoldLog` says is new: a change of the reason for holding, or commanding again."""
+        line = self._hold_log.line(result.hold, result.detail)
+        if line is None:
             return
-        key = None if result.hold is None else (result.hold, re.sub(r"\d+(\.\d+)?", "#", result.detail))
-        if key == self._last_hold:
-            return
-        if result.hold is None:
-            self.get_logger().info("commanding")
-        else:  # a hold the operator asked for (inactive, disabled) is news, not a warning
-            text = f"holding: {result.hold.value}" + (f" ({result.detail})" if result.detail else "")
-            # two call sites: rclpy refuses one call site logging at two severities ("Logger severity
-            # cannot be changed between calls"), which raised in the tick
-            if result.hold.requested:
-                self.get_logger().info(text)
-            else:
-                self.get_logger().warning(text)
-        self._last_hold = key
+        level, text = line
+        # two call sites: rclpy refuses one call site logging at two severities ("Logger severity
+        # cannot be changed between calls"), which raised in the tick
+        if level is Level.OK:
+            self.get_logger().info(text)
+        else:
+            self.get_logger().warning(text)
 
     def _on_diagnostics(self) -> None:
         rt = self.runtime

@@ -9,6 +9,7 @@ ago does not keep the status at WARN forever.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
@@ -85,6 +86,39 @@ class HealthMonitor:
         deltas = {k: v - self._previous.get(k, 0) for k, v in counters.items()}
         self._previous = dict(counters)
         return deltas
+
+
+class HoldLog:
+    """Which control-loop states the node logs, one line per change, not per tick.
+
+    A line when the reason for holding changes, or what it is about (e.g. which input went stale): the
+    numbers in a detail (ages) change every tick and would flood /rosout at the control rate, so they do not
+    count as a change. Not logged: a momentarily empty queue (STARVED; /diagnostics counts it), and the
+    lifecycle's own hold (INACTIVE): the transitions say it themselves, in the order they happen
+    ("configured: ...", "inactive: holding ..."), while the control thread, started during configure, would
+    say it before configure's summary. The state is still remembered, so activating logs what follows.
+    """
+
+    def __init__(self) -> None:
+        self._last: tuple[Hold | None, str] | None = None  # the last state seen, numbers blanked; (None, "") commanding
+
+    def line(self, hold: Hold | None, detail: str = "") -> tuple[Level, str] | None:
+        """The line to log for a tick that held for ``hold`` (None: it commanded), or None: nothing new.
+
+        ``Level.OK`` for commanding and for holds the operator asked for (``enabled`` false): news, not a
+        warning; ``Level.WARN`` for the others."""
+        if hold is Hold.STARVED:
+            return None
+        key = (hold, re.sub(r"\d+(\.\d+)?", "#", detail))
+        if key == self._last:
+            return None
+        self._last = key
+        if hold is None:
+            return Level.OK, "commanding"
+        if hold is Hold.INACTIVE:
+            return None
+        text = f"holding: {hold.value}" + (f" ({detail})" if detail else "")
+        return (Level.OK if hold.requested else Level.WARN), text
 
 
 def _ms(value: float) -> str:

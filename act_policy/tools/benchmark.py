@@ -7,7 +7,8 @@ shared machine, thermal throttling on a Pi) affects every backend alike and the 
 comparable. Latency is Policy.predict_chunk (preprocess + network + unnormalize) on held-out
 synthetic scenes; fidelity compares each backend's chunks with cpu_fp32's on the same scenes.
 Without torch (a robot install) a bundle is benchmarked against onnx_fp32 instead — its float32
-graph, checked against torch at export — with ONNX Runtime backends by default and no MAC count.
+graph, checked against torch at export — with ONNX Runtime backends by default, and the MAC count
+recorded at export (a bundle exported before that record says its MACs are unknown).
 
 A backend whose ``describe()`` says ``emulated`` (the hailo backend on the test fake of HailoRT)
 is not timed: its latency would be that of a CPU stand-in, not of the device. Its row says
@@ -28,9 +29,9 @@ from typing import Any
 import numpy as np
 
 from act_policy.backends import BACKENDS, BackendOptions, backend_label, create_backend, reference_backend
-from act_policy.core.artifacts import PolicyArtifacts
 from act_policy.core.dependencies import available, installed_version
 from act_policy.core.errors import BackendError
+from act_policy.core.macs import macs_per_inference
 from act_policy.core.policy import Policy, load_artifacts
 from act_policy.core.synthetic import DEMO_NAME
 from act_policy.export import stderr_progress
@@ -103,17 +104,6 @@ def torch_threads() -> int | None:
     return torch.get_num_threads()
 
 
-def count_macs_if_possible(artifacts: PolicyArtifacts) -> int | None:
-    """MACs per inference, counted on the torch model; None without torch (a bundle on a robot)."""
-    if not available("torch"):
-        return None
-    from act_policy.backends.torch_fp32 import build_prepared_model
-    from act_policy.core.macs import count_macs
-
-    stderr_progress("counting MACs")
-    return count_macs(build_prepared_model(artifacts))
-
-
 def time_interleaved(policies: dict[str, Policy], observations: list[dict[str, np.ndarray]], runs: int,
                      warmup: int) -> dict[str, np.ndarray]:
     """Milliseconds of ``predict_chunk`` per backend: ``runs`` rounds, each backend once per round."""
@@ -139,7 +129,8 @@ def run_benchmark(path: str | Path, backends: list[str], runs: int, warmup: int,
     baseline = backends[0]
     artifacts = load_artifacts(path)
     observations = held_out_observations(artifacts, held_out)
-    macs = count_macs_if_possible(artifacts)
+    mac_count = macs_per_inference(artifacts, stderr_progress)
+    macs = mac_count.macs
     policies = {}
     for name in backends:
         stderr_progress(f"{name}: loading")
@@ -171,8 +162,8 @@ def run_benchmark(path: str | Path, backends: list[str], runs: int, warmup: int,
     return {
         "policy": str(path), "cameras": {f.name: list(f.shape) for f in spec.cameras},
         "action_dim": spec.action_dim, "chunk_size": spec.config.chunk_size, "threads": threads,
-        "machine": machine, "busy_warning": warning, "baseline": baseline, "backends": results,
-        "bars": performance_bars(results),
+        "machine": machine, "busy_warning": warning, "macs_source": mac_count.source, "baseline": baseline,
+        "backends": results, "bars": performance_bars(results),
     }
 
 
@@ -234,8 +225,8 @@ def summary(report: dict[str, Any]) -> str:
     bars = report["bars"]
     m = report["machine"]
     any_backend = next(iter(report["backends"].values()))
-    macs = "MACs not counted (needs torch)" if any_backend["macs"] is None else \
-        f"{any_backend['macs'] / 1e9:.2f} GMAC per inference"
+    macs = f"MACs {report['macs_source']}" if any_backend["macs"] is None else \
+        f"{any_backend['macs'] / 1e9:.2f} GMAC per inference ({report['macs_source']})"
     load = "/".join("?" if m[k] is None else f"{m[k]:.2f}" for k in ("load_average_1min_before",
                                                                      "load_average_1min_after"))
     lines = [f"{m['cpu']} ({m['machine']}, {m['cores']} cores), threads per backend as in the table (torch ran "

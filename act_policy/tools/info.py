@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+from pathlib import Path
 
-from act_policy.backends.torch_fp32 import build_prepared_model
-from act_policy.core.macs import count_macs
+from act_policy.core.artifacts import PolicyArtifacts
+from act_policy.core.macs import macs_per_inference
 from act_policy.core.policy import load_artifacts
+from act_policy.export.bundle import is_bundle, parameter_count
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -15,10 +18,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
 
 
+def parameters(artifacts: PolicyArtifacts, path: str | Path) -> int:
+    """Weights of the lean model: a bundle's from its safetensors header (a robot has no torch to read
+    the tensors with), a checkpoint's from its tensors' shapes."""
+    if is_bundle(path):
+        return parameter_count(path)
+    return sum(math.prod(t.shape) for t in artifacts.weights.values())
+
+
 def run(args: argparse.Namespace) -> int:
     artifacts = load_artifacts(args.path)
     spec = artifacts.spec
-    model = build_prepared_model(artifacts)
+    macs = macs_per_inference(artifacts)
     info = {
         "path": str(args.path),
         "features": [{"name": f.name, "type": f.type.value, "shape": list(f.shape),
@@ -30,8 +41,9 @@ def run(args: argparse.Namespace) -> int:
         "rename_map": spec.rename_map,
         "fps": spec.fps,
         "config": spec.config.__dict__,
-        "parameters": sum(t.numel() for t in artifacts.weights.values()),
-        "macs_per_inference": count_macs(model),
+        "parameters": parameters(artifacts, args.path),
+        "macs_per_inference": macs.macs,
+        "macs_source": macs.source,
     }
     if args.json:
         print(json.dumps(info, indent=2))
@@ -51,5 +63,8 @@ def run(args: argparse.Namespace) -> int:
     if spec.rename_map:
         print(f"rename_map: {spec.rename_map}")
     print(f"parameters (inference): {info['parameters'] / 1e6:.2f} M")
-    print(f"MACs per inference: {info['macs_per_inference'] / 1e9:.2f} G at the trained resolution")
+    if macs.macs is None:
+        print(f"MACs per inference: {macs.source}")
+    else:
+        print(f"MACs per inference: {macs.macs / 1e9:.2f} G at the trained resolution ({macs.source})")
     return 0

@@ -69,6 +69,31 @@ def test_an_inactive_node_is_a_normal_state_not_a_warning(ros, start_node):
     assert not [line for line in node.lines("WARN") if "not active" in line], node.output
 
 
+def messages(node) -> list[str]:
+    """The node's log messages so far, in order, without severity and logger name."""
+    return [line.split("]: ", 1)[1] for line in node.output.splitlines() if line.startswith("[") and "]: " in line]
+
+
+def test_the_log_tells_the_lifecycle_in_the_order_it_happens(ros, start_node, drivers):
+    node = start_node()
+    diagnostics = ros.subscribe(DiagnosticArray, "/diagnostics")
+    assert ros.change_state("configure")
+    holding_because(diagnostics, "holding: node not active", after=len(diagnostics))
+    holding_because(diagnostics, "holding: node not active", after=len(diagnostics))  # ticks ran while inactive
+    assert ros.change_state("activate")
+    wait_until(lambda: "commanding" in messages(node), "the node to log that it commands")
+    assert ros.change_state("deactivate")
+    holding_because(diagnostics, "holding: node not active", after=len(diagnostics))
+    holding_because(diagnostics, "holding: node not active", after=len(diagnostics))
+    states = ("configured:", "active:", "inactive:", "holding:", "commanding")
+    said = [m for m in messages(node) if m.startswith(states)]
+    # configure's summary comes first (its control thread ticks before it is written); the lifecycle's own hold
+    # is said by the transitions, never again by the ticks; what the ticks log follows the activation
+    assert said[0].startswith("configured:") and said[1] == "active: commanding the arm", node.output
+    assert "commanding" in said[2:-1] and said[-1] == "inactive: holding, no commands are sent", node.output
+    assert not [m for m in said if "node not active" in m], node.output
+
+
 def inference_process(node) -> int | None:
     """The pid of the child process the node's configure log line names, once it is logged."""
     found = [re.search(r"'inference_process': (\d+)", line) for line in node.lines("INFO") if "configured:" in line]
