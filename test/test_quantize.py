@@ -13,7 +13,14 @@ from bundle_helpers import CALIBRATION_SAMPLES, tiny_policy_artifacts
 
 from act_policy import load_policy
 from act_policy.core.synthetic import synthetic_observations
-from act_policy.export.bundle import HEAD_GRAPH, HEAD_INT8_GRAPH, INT8_GRAPH, POLICY_FILE, sha256_file
+from act_policy.export.bundle import (
+    HEAD_GRAPH,
+    HEAD_INT8_GRAPH,
+    INT8_GRAPH,
+    POLICY_FILE,
+    WEIGHTS_FILE,
+    sha256_file,
+)
 from act_policy.export.calibration import CalibrationError, calibration_observations, npz_observations
 from act_policy.export.equalization import relus_next_to_producers
 from act_policy.export.fidelity import compare, held_out_observations
@@ -158,6 +165,54 @@ def test_a_bundle_missing_a_file_it_lists_is_refused_before_calibration_and_left
     with pytest.raises(CheckpointError, match=rf"lists \['{HEAD_INT8_GRAPH}'\], missing from .*damaged"):
         quantize_bundle(bundle, None, 10**6, progress=lambda _: None)  # a calibration would fail: too many samples
     assert (bundle / POLICY_FILE).read_text() == before
+
+
+@pytest.mark.parametrize("name", [WEIGHTS_FILE, HEAD_GRAPH, HEAD_INT8_GRAPH])
+def test_a_corrupt_file_it_does_not_rewrite_is_refused_before_calibration_never_signed_again(
+        quantized: Path, tmp_path: Path, name: str) -> None:
+    from act_policy.core.errors import CheckpointError
+
+    bundle = Path(shutil.copytree(quantized, tmp_path / "bundle"))
+    data = bytearray((bundle / name).read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (bundle / name).write_bytes(bytes(data))
+    before = (bundle / POLICY_FILE).read_text()
+    with pytest.raises(CheckpointError, match=rf"{name}: sha256 .* does not match policy.json"):
+        quantize_bundle(bundle, tmp_path / "no_recording", 2, progress=lambda _: None)  # calibrating would fail
+    assert (bundle / POLICY_FILE).read_text() == before
+
+
+def test_quantize_again_without_head_keeps_the_int8_head_and_the_calibration_it_was_made_with(
+        quantized: Path, tmp_path: Path) -> None:
+    bundle = Path(shutil.copytree(quantized, tmp_path / "bundle"))
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    write_episode(calib / "episode.npz", recorded(4))
+    head_record = json.loads((bundle / POLICY_FILE).read_text())["quantization"]["head"]
+    record = quantize_bundle(bundle, calib, 4, progress=lambda _: None)
+    assert record["calibration_source"] == str(calib) and record["calibration_samples"] == 4
+    assert record["head"] == {**head_record, "calibration_source": "synthetic",
+                              "calibration_samples": CALIBRATION_SAMPLES}
+    document = json.loads((bundle / POLICY_FILE).read_text())
+    assert document["files"][HEAD_INT8_GRAPH] == sha256_file(bundle / HEAD_INT8_GRAPH)
+    load_policy(bundle, backend="cpu_int8")  # every file still matches what policy.json says
+
+
+def test_a_lost_int8_graph_is_written_again_with_the_calibration_the_record_names(
+        quantized: Path, tmp_path: Path) -> None:
+    from act_policy.core.errors import CheckpointError
+
+    bundle = Path(shutil.copytree(quantized, tmp_path / "bundle"))
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    write_episode(calib / "episode.npz", recorded(4))
+    quantize_bundle(bundle, calib, 4, progress=lambda _: None, head=True)
+    (bundle / INT8_GRAPH).unlink()
+    with pytest.raises(CheckpointError) as refused:
+        load_policy(bundle, backend="cpu_int8")
+    hint = str(refused.value)
+    assert f"run `act-policy quantize {bundle}` on the calibration it had" in hint
+    assert f"{calib}, 4 samples; give it as --calib/--samples again" in hint
 
 
 def test_quantize_from_recorded_observations(quantized: Path, tmp_path: Path) -> None:

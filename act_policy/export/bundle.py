@@ -113,13 +113,20 @@ def policy_document(artifacts: PolicyArtifacts, source_sha256: str | None) -> di
     }
 
 
-def _damaged_hint(folder: Path, missing: Collection[str]) -> str:
+def _damaged_hint(folder: Path, missing: Collection[str], document: dict[str, Any] | None = None) -> str:
     """What brings back files policy.json lists but ``folder`` lacks: the INT8 graphs are ``act-policy
-    quantize``'s to write again, any other file ``act-policy export``'s."""
+    quantize``'s to write again — with the calibration its ``quantization`` record names, not the synthetic
+    default — any other file ``act-policy export``'s."""
     quantized = {INT8_GRAPH: "", HEAD_INT8_GRAPH: " --head"}
     if set(missing) <= set(quantized):
         flags = "".join(sorted({quantized[name] for name in missing}))
-        return f"the bundle is damaged: copy it again, or run `act-policy quantize {folder}{flags}` to write it again"
+        record = (document or {}).get("quantization") or {}
+        calibration = (f" on the calibration it had (policy.json's quantization record: "
+                       f"{record.get('calibration_source')}, {record.get('calibration_samples')} samples; give it "
+                       f"as --calib/--samples again)" if record.get("calibration_source") not in (None, "synthetic")
+                       else "")
+        return (f"the bundle is damaged: copy it again, or run `act-policy quantize {folder}{flags}`{calibration} "
+                "to write it again")
     return "the bundle is damaged: copy it again, or export it again (and quantize it again if it was)"
 
 
@@ -129,15 +136,32 @@ def require_listed_files(folder: Path, document: dict[str, Any], rewritten: Coll
     missing = sorted(name for name in document["files"] if name not in rewritten and not (folder / name).is_file())
     if missing:
         raise CheckpointError(f"{folder / POLICY_FILE}: lists {missing}, missing from {folder}: "
-                              f"{_damaged_hint(folder, missing)}")
+                              f"{_damaged_hint(folder, missing, document)}")
 
 
-def write_policy_document(folder: Path, document: dict[str, Any]) -> None:
-    """Hash every file named in ``document['files']`` (values are replaced) and write policy.json.
+def verify_listed_files(folder: Path, document: dict[str, Any], rewritten: Collection[str] = ()) -> None:
+    """Every file ``document['files']`` lists, except those in ``rewritten``, present and with its recorded
+    sha256 (:func:`verified_file`): what a command that updates a bundle checks before and when it signs it
+    again, so that a corrupt file is never signed as good. CheckpointError naming the first bad file."""
+    require_listed_files(folder, document, rewritten)
+    for name in sorted(set(document["files"]) - set(rewritten)):
+        verified_file(folder, name, document)
 
-    CheckpointError (and policy.json left as it was) when a named file is missing."""
-    require_listed_files(folder, document)
-    document["files"] = {name: sha256_file(folder / name) for name in sorted(document["files"])}
+
+def write_policy_document(folder: Path, document: dict[str, Any], rewritten: Collection[str] | None = None) -> None:
+    """Write policy.json with the sha256 of the files named in ``document['files']``.
+
+    ``rewritten`` None (a new bundle): every listed file is hashed. Otherwise only the files in ``rewritten``
+    are hashed again; every other listed file must still match its recorded hash (see
+    :func:`verify_listed_files`). CheckpointError (and policy.json left as it was) when a file is missing or,
+    for an update, does not match."""
+    if rewritten is None:
+        require_listed_files(folder, document)
+        rewritten = document["files"]
+    else:
+        verify_listed_files(folder, document, rewritten)
+    document["files"] = {name: sha256_file(folder / name) if name in rewritten else document["files"][name]
+                         for name in sorted(document["files"])}
     tmp = folder / (POLICY_FILE + ".tmp")
     tmp.write_text(json.dumps(document, indent=2) + "\n")
     tmp.replace(folder / POLICY_FILE)
@@ -178,7 +202,8 @@ def verified_file(folder: str | Path, name: str, document: dict[str, Any] | None
         hint = " (run `act-policy quantize` on the bundle first)" if name in (INT8_GRAPH, HEAD_INT8_GRAPH) else ""
         raise CheckpointError(f"{folder / POLICY_FILE}: bundle has no {name!r}{hint}; it lists {sorted(doc['files'])}")
     if not path.is_file():
-        raise CheckpointError(f"{path}: file listed in {POLICY_FILE} is missing: {_damaged_hint(folder, [name])}")
+        raise CheckpointError(f"{path}: file listed in {POLICY_FILE} is missing: "
+                              f"{_damaged_hint(folder, [name], doc)}")
     actual = sha256_file(path)
     if actual != doc["files"][name]:
         raise CheckpointError(f"{path}: sha256 {actual} does not match {POLICY_FILE} ({doc['files'][name]}); "
@@ -186,12 +211,12 @@ def verified_file(folder: str | Path, name: str, document: dict[str, Any] | None
     return path
 
 
-def parameter_count(folder: str | Path, document: dict[str, Any] | None = None) -> int:
+def parameter_count(folder: str | Path) -> int:
     """Number of weights in the bundle's model.safetensors (checked by sha256), from the tensor shapes
     in its header: no torch, no tensor data read."""
     from safetensors import SafetensorError, safe_open
 
-    path = verified_file(folder, WEIGHTS_FILE, document)
+    path = verified_file(folder, WEIGHTS_FILE)
     try:
         with safe_open(str(path), framework="numpy") as weights:
             names = weights.keys()  # a safe_open handle is not iterable

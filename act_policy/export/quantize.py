@@ -57,8 +57,8 @@ from act_policy.export.bundle import (
     HEAD_INT8_GRAPH,
     INT8_GRAPH,
     read_policy_document,
-    require_listed_files,
     verified_file,
+    verify_listed_files,
     write_policy_document,
 )
 from act_policy.export.calibration import CalibrationError, Recording, calibration_observations
@@ -509,8 +509,10 @@ def quantize_bundle(bundle: str | Path, source: str | Path | Recording | None, s
     """
     bundle = Path(bundle)
     document = read_policy_document(bundle)
-    # policy.json is rewritten at the end, naming every file: fail before minutes of calibration
-    require_listed_files(bundle, document, rewritten={INT8_GRAPH} | ({HEAD_INT8_GRAPH} if head else set()))
+    rewritten = {INT8_GRAPH} | ({HEAD_INT8_GRAPH} if head else set())
+    # policy.json is signed again at the end, naming every file: a missing or corrupt one fails now, not after
+    # minutes of calibration (and is never signed as good)
+    verify_listed_files(bundle, document, rewritten)
     fp32 = verified_file(bundle, FP32_GRAPH, document)
     head_graph = verified_file(bundle, HEAD_GRAPH, document) if head else None  # before minutes of calibration
     artifacts = load_bundle(bundle)
@@ -536,6 +538,12 @@ def quantize_bundle(bundle: str | Path, source: str | Path | Recording | None, s
         "calibration_source": str(source) if source is not None else "synthetic",
         "calibration_samples": samples,
     }
+    previous_head = (document.get("quantization") or {}).get("head")
+    if not head and previous_head is not None and HEAD_INT8_GRAPH in document["files"]:
+        # head_int8.onnx stays as it was: its record too, with the calibration it was made with
+        previous = document["quantization"]
+        record["head"] = {"calibration_source": previous.get("calibration_source"),
+                          "calibration_samples": previous.get("calibration_samples"), **previous_head}
     document["files"][INT8_GRAPH] = ""
     if head_graph is not None:
         def head_feeds() -> Iterator[dict[str, np.ndarray]]:
@@ -546,8 +554,9 @@ def quantize_bundle(bundle: str | Path, source: str | Path | Recording | None, s
         head_excluded = quantize_graph(head_graph, bundle / HEAD_INT8_GRAPH, head_feeds, head_recipe, samples,
                                        progress)
         record["head"] = {"graph": HEAD_INT8_GRAPH, "float_nodes": head_excluded,
-                          "calibration_inputs": "backbone feature maps of the calibration observations"}
+                          "calibration_inputs": "backbone feature maps of the calibration observations",
+                          "calibration_source": record["calibration_source"], "calibration_samples": samples}
         document["files"][HEAD_INT8_GRAPH] = ""
     document["quantization"] = record
-    write_policy_document(bundle, document)
+    write_policy_document(bundle, document, rewritten)
     return record
