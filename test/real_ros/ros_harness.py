@@ -232,17 +232,27 @@ class NodeProcess:
                                  f"{evidence}")
 
     def hang_evidence(self) -> str:
-        """What a hung process tree is doing: its processes (state, kernel wait channel) and each Python one's
-        thread stacks (py-spy, from the test extras) — a rare shutdown hang is otherwise gone without a trace."""
-        sid = str(self.process.pid)  # start_new_session: the process leads its session
+        """What a hung process tree is doing: the process and all its descendants — also those in sessions of
+        their own, like the node's inference process — with state and kernel wait channel, and each Python
+        one's thread stacks (py-spy, from the test extras): a rare shutdown hang is otherwise gone without a
+        trace."""
         try:
-            ps = subprocess.run(["ps", "-o", "pid,ppid,stat,wchan:24,args", "-s", sid], capture_output=True,
+            ps = subprocess.run(["ps", "-e", "-o", "pid=,ppid=,sid=,stat=,wchan:24=,args="], capture_output=True,
                                 text=True, timeout=60)
         except (OSError, subprocess.TimeoutExpired) as exc:
-            return f"ps of session {sid}: {exc}"
-        parts = [f"processes of session {sid}:\n{ps.stdout}{ps.stderr}"]
-        for line in ps.stdout.splitlines()[1:]:
-            command = [PY_SPY, "dump", "--native", "--pid", line.split()[0]]
+            return f"ps: {exc}"
+        rows = {int(row[0]): row for row in (line.split(None, 5) for line in ps.stdout.splitlines())}
+        children: dict[int, list[int]] = {}
+        for pid, row in rows.items():
+            children.setdefault(int(row[1]), []).append(pid)
+        tree, todo = [], [self.process.pid]
+        while todo:  # breadth first: a process is listed after its parent
+            pid = todo.pop(0)
+            tree += [rows[pid]] if pid in rows else []
+            todo += children.get(pid, [])
+        parts = ["processes (pid ppid sid stat wchan args):", *(" ".join(row) for row in tree)]
+        for row in tree:
+            command = [PY_SPY, "dump", "--native", "--pid", row[0]]
             try:
                 dump = subprocess.run(command, capture_output=True, text=True, timeout=60)
             except (OSError, subprocess.TimeoutExpired) as exc:
