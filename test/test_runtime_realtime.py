@@ -431,7 +431,7 @@ def test_the_log_says_each_change_of_state_once_and_leaves_the_lifecycle_hold_to
     log = HoldLog()
     # configure starts the control thread before it logs its summary: the inactive ticks add nothing to it
     assert log.line(Hold.INACTIVE) is None and log.line(Hold.INACTIVE) is None
-    # activated ("active: commanding the arm" is the transition's): what follows, once per change
+    # activated ("active" is the transition's): what follows, once per change
     waiting = "joint_states never received"
     assert log.line(Hold.WAITING, waiting) == (Level.WARN, f"holding: {Hold.WAITING.value} ({waiting})")
     assert log.line(Hold.WAITING, waiting) is None

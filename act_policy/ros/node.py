@@ -152,7 +152,8 @@ class ActPolicyNode(LifecycleNode):
             f"cameras {rt.camera_topics}; joints {list(rt.cache.joint_names)} "
             f"from {rt.settings['joint_state_topic']}; commands ({rt.settings['command_type']}) on "
             f"{rt.settings['command_topic']} at {rt.settings['control_rate_hz']:g} Hz; "
-            + "; ".join(f"{k} {v}" for k, v in rt.schedule_info()))
+            + "; ".join(f"{k} {v}" for k, v in rt.schedule_info())
+            + f"; inactive until `ros2 lifecycle set {self.get_fully_qualified_name()} activate`")
         if rt.backend_warning:
             self.get_logger().warning(f"backend {rt.backend}: {rt.backend_warning}")
         return super().on_configure(state)
@@ -162,7 +163,7 @@ class ActPolicyNode(LifecycleNode):
             self.get_logger().error("activate failed: the node is not configured")
             return TransitionCallbackReturn.FAILURE
         # said before the control thread sees it: its first active tick logs what follows ("commanding", a hold)
-        self.get_logger().info("active: commanding the arm")
+        self.get_logger().info("active")
         self.runtime.loop.set_active(True)
         return super().on_activate(state)  # enables the lifecycle publishers
 

@@ -95,8 +95,9 @@ class HoldLog:
     numbers in a detail (ages) change every tick and would flood /rosout at the control rate, so they do not
     count as a change. Not logged: a momentarily empty queue (STARVED; /diagnostics counts it), and the
     lifecycle's own hold (INACTIVE): the transitions say it themselves, in the order they happen
-    ("configured: ...", "inactive: holding ..."), while the control thread, started during configure, would
-    say it before configure's summary. The state is still remembered, so activating logs what follows.
+    ("configured: ...; inactive until ... activate", "inactive: holding ..."), while the control thread,
+    started during configure, would say it before configure's summary. The state is still remembered, so
+    activating logs what follows.
     """
 
     def __init__(self) -> None:

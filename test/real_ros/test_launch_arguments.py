@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -99,7 +100,7 @@ def test_after_a_failed_autostart_configure_a_configure_by_hand_does_not_activat
     assert ros.change_state("activate"), "the node was already active: the launch activated it"
     # Ctrl-C once the node reports active, not in the middle of the activation: one of about 80 launches of
     # this test hung after a Ctrl-C in that moment (launch_ros 0.26.6; no stacks were captured then)
-    wait_until(lambda: "active: commanding the arm" in launch.output, "the node to report active")
+    wait_until(lambda: re.search(r"\]: active$", launch.output, re.MULTILINE), "the node to report active")
     assert launch.interrupt() == 0, launch.output
     assert "Failed to make transition 'activate'" not in launch.output, launch.output  # nor did it try
 
