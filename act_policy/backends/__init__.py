@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import importlib
 
-from act_policy.backends.base import Backend, BackendOptions, ModelInputs, backend_label, fallback_warning
+from act_policy.backends.base import (
+    Backend,
+    BackendOptions,
+    ModelInputs,
+    backend_label,
+    calibration_warning,
+    fallback_warning,
+)
 from act_policy.core.artifacts import PolicyArtifacts
 from act_policy.core.dependencies import available, missing_dependency
 from act_policy.core.errors import BackendError
@@ -49,5 +56,5 @@ def create_backend(name: str, artifacts: PolicyArtifacts, options: BackendOption
     return cls(artifacts, options)
 
 
-__all__ = ["BACKENDS", "Backend", "BackendOptions", "ModelInputs", "backend_class", "backend_label", "create_backend",
-           "fallback_warning", "reference_backend"]
+__all__ = ["BACKENDS", "Backend", "BackendOptions", "ModelInputs", "backend_class", "backend_label",
+           "calibration_warning", "create_backend", "fallback_warning", "reference_backend"]

@@ -103,6 +103,15 @@ def backend_label(facts: Mapping[str, Any]) -> str:
     return f"{name} (fallback {facts['fallback_backend']})" if facts.get("fallback_backend") else name
 
 
+def calibration_warning(facts: Mapping[str, Any]) -> str | None:
+    """Why an INT8 backend's accuracy on the robot is unknown, if it is: calibrated on synthetic scenes (its
+    ``describe()`` names the ``calibration_source`` the bundle's quantization record gives)."""
+    if facts.get("calibration_source") != "synthetic":
+        return None
+    return ("INT8 graph calibrated on synthetic scenes, not on this robot's camera images: its accuracy here is "
+            "unknown; quantize the bundle with `act-policy quantize BUNDLE --calib RECORDING` (docs/deploy.md)")
+
+
 def fallback_warning(facts: Mapping[str, Any]) -> str | None:
     """Why the configured backend is not the one doing the work (a Hailo NPU that is missing), if so."""
     if not facts.get("fallback_backend"):

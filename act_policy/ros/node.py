@@ -45,6 +45,7 @@ from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import SetBool, Trigger
 
+from act_policy.backends import calibration_warning
 from act_policy.core.errors import ActPolicyError, ObservationError
 from act_policy.msg import InferenceLatency
 from act_policy.ros.conversions import COMMAND_MESSAGES, chunk_message, command_message, diagnostic_array, raw_image
@@ -156,6 +157,8 @@ class ActPolicyNode(LifecycleNode):
             + f"; inactive until `ros2 lifecycle set {self.get_fully_qualified_name()} activate`")
         if rt.backend_warning:
             self.get_logger().warning(f"backend {rt.backend}: {rt.backend_warning}")
+        if calibrated := calibration_warning(rt.policy.describe()):
+            self.get_logger().warning(f"backend {rt.backend}: {calibrated}")
         return super().on_configure(state)
 
     def on_activate(self, state: State) -> TransitionCallbackReturn:

@@ -64,6 +64,7 @@ def test_the_backend_argument_overrides_the_params_files(ros, ros_process, tmp_p
                          f"params_file:={robot}", "backend:=cpu_int8", "control_rate_hz:=50")
     ros.wait_for_state("active")
     assert ros.get_parameters("backend") == {"backend": "cpu_int8"}
+    assert "backend cpu_int8: INT8 graph calibrated on synthetic scenes" in launch.output, launch.output
     # a node parameter is not a launch argument: it stays as the params files say, and the launch says so
     assert "not launch arguments of act_policy: control_rate_hz" in launch.output, launch.output
     assert ros.get_parameters("control_rate_hz") == {"control_rate_hz": 30.0}
