@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from array import array  # how rclpy hands over a double array
 from pathlib import Path
 
 import pytest
@@ -55,6 +56,7 @@ def test_integers_typed_by_users_are_accepted_for_doubles_and_double_arrays():
     ({"n_action_steps": 10, "refill_threshold": 10}, "refill_threshold: expected less than n_action_steps=10"),
     ({"max_joint_step": [0.1, 0.2]}, "max_joint_step: expected 1 or 6 values"),
     ({"max_joint_step": [0.0]}, "max_joint_step: expected positive values"),
+    ({"max_joint_step": array("d", [float("nan")])}, "max_joint_step: expected a list of finite numbers, got [nan]"),
     ({"joint_lower_limits": [-1.0] * 6, "joint_upper_limits": [1, 1, 1, -2, 1, 1]}, "joint 'wrist_flex' needs lower"),
     ({"joint_upper_limits": [1.0] * 5, "joint_lower_limits": [0.0] * 5}, "expected 6 values"),
     ({"record_every_n": 0}, "record_every_n: expected a value in [1, 100000]"),

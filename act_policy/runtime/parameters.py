@@ -211,7 +211,8 @@ def coerce(spec: ParamSpec, value: Any) -> Any:
     dump back, so a dumped configuration must load again.
     """
     def fail(expected: str) -> ParameterError:
-        return ParameterError(f"{spec.name}: expected {expected}, got {value!r}")
+        shown = value.tolist() if hasattr(value, "tolist") else value  # rclpy hands arrays over as array('d', ...)
+        return ParameterError(f"{spec.name}: expected {expected}, got {shown!r}")
 
     if spec.type is ParamType.BOOL:
         if not isinstance(value, bool):
