@@ -68,6 +68,8 @@ class ActivationQuantizer(nn.Module):
     batch 1); :meth:`freeze` sets scale and zero point from their means as ONNX Runtime does for u8
     (range widened to hold 0, ``scale = (max - min) / 255``, ``zero_point = round(-min / scale)``).
     ``relu``: the ReLU that follows is folded into this range (the output is clamped at 0 first).
+    ``noise`` (set while training with ``QATSettings.noise``): instead of rounding, clamp to the range and add
+    uniform noise of one step — the rounding error's statistics rather than its exact value.
     """
 
     def __init__(self, relu: bool = False) -> None:
@@ -233,7 +235,8 @@ class FakeQuantACT(nn.Module):
         return count
 
     def quantized_places(self) -> int:
-        """Activation tensors rounded to u8 (each place once, however many quantizers it has)."""
+        """Activation quantizers that round: 89 on a default-size ACT, the INT8 graph's 85 u8 tensors with each
+        encoder layer's q and k projection inputs (one tensor, ``x + pos``) counted twice."""
         return sum(1 for q in self.activations.values() if q.enabled)
 
     def plain_weights(self, original: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -272,20 +275,23 @@ def _conv_bn_pairs(weights: dict[str, torch.Tensor]) -> list[tuple[str, str]]:
 
 @dataclass(frozen=True)
 class QATSettings:
-    """How long and how hard to fine-tune: ``steps`` Adam steps of ``batch`` observations at learning rate ``lr``
-    (cosine-decayed to 0), observations drawn with ``seed``."""
+    """How long and how hard to fine-tune: ``steps`` steps of ``optimizer`` (``adam``, or ``sgd`` with momentum
+    0.9) on ``batch`` observations at learning rate ``lr`` (cosine-decayed to 0), observations drawn with
+    ``seed``; ``noise``: train on uniform rounding noise instead of the rounding (see ActivationQuantizer)."""
 
     steps: int
-    lr: float = 1e-5
+    lr: float = 3e-8  # section 8: larger steps diverge or move the float network more
     batch: int = 4
     seed: int = 0
-    optimizer: str = "sgd"
+    optimizer: str = "adam"
     noise: bool = False
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch < 1 or not self.lr > 0:
             raise CheckpointError(f"QAT settings: steps {self.steps}, batch {self.batch}, lr {self.lr}; expected "
                                   "positive numbers")
+        if self.optimizer not in ("adam", "sgd"):
+            raise CheckpointError(f"QAT settings: optimizer {self.optimizer!r}; expected 'adam' or 'sgd'")
 
 
 @dataclass
@@ -308,7 +314,7 @@ def finetune(artifacts: PolicyArtifacts, inputs: Sequence[ModelInputs], settings
              progress: Progress) -> QATResult:
     """Distillation QAT (module docstring) of ``artifacts``' weights on ``inputs`` (normalized network inputs).
 
-    Returns the fine-tuned float weights and a record for policy.json: settings, the fake-quant MSE against the
+    Returns the fine-tuned float weights and a record: settings, the fake-quant MSE against the
     teacher on ``inputs`` before and after (mean over observations, normalized units squared), and how far the
     fine-tuned *float* network moved from the teacher (relative L2 of the normalized chunks on ``inputs``).
     """
@@ -327,7 +333,7 @@ def finetune(artifacts: PolicyArtifacts, inputs: Sequence[ModelInputs], settings
             return float(np.mean([_mse(student, t, f).item() for f, t in zip(flats, targets, strict=True)]))
 
     before = mean_loss()
-    progress(f"QAT: {student.quantized_places()} u8 activation tensors, {len(student.weights)} s8 weight tensors; "
+    progress(f"QAT: {student.quantized_places()} u8 activation quantizers, {len(student.weights)} s8 weight tensors; "
              f"fake-quant MSE vs float on {len(flats)} observations before: {before:.3e}")
     trainable = [p for p in student.parameters() if p.requires_grad]
     optimizer = (torch.optim.Adam(trainable, lr=settings.lr) if settings.optimizer == "adam"

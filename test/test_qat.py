@@ -13,6 +13,7 @@ from bundle_helpers import CALIBRATION_SAMPLES
 from onnx import numpy_helper
 
 from act_policy.backends.torch_fp32 import build_prepared_model
+from act_policy.core.errors import CheckpointError
 from act_policy.export import load_bundle, reference_policy
 from act_policy.export.bundle import INT8_GRAPH
 from act_policy.export.calibration import calibration_observations
@@ -72,6 +73,8 @@ def test_finetuning_lowers_the_fake_quant_error_it_was_trained_on(tiny_bundle: P
     assert np.isfinite(record["float_drift_rel_l2_normalized"]) and record["float_drift_rel_l2_normalized"] > 0
 
 
-def test_settings_that_cannot_train_are_refused() -> None:
-    with pytest.raises(Exception, match="positive"):
-        QATSettings(steps=0)
+@pytest.mark.parametrize(("settings", "message"), [({"steps": 0}, "positive"), ({"steps": 5, "lr": 0.0}, "positive"),
+                                                   ({"steps": 5, "optimizer": "lbfgs"}, "'adam' or 'sgd'")])
+def test_settings_that_cannot_train_are_refused(settings: dict, message: str) -> None:
+    with pytest.raises(CheckpointError, match=message):
+        QATSettings(**settings)
