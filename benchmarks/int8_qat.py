@@ -64,7 +64,7 @@ S8_SYMMETRIC = (-127, 127)  # ONNX Runtime's range for symmetric s8 weights
 class ActivationQuantizer(nn.Module):
     """u8 fake quantization of one activation tensor with a frozen range.
 
-    ``observe`` mode records each call's min and max (one call = one observation when calibrating with
+    While ``observing`` it records each call's min and max (one call = one observation when calibrating with
     batch 1); :meth:`freeze` sets scale and zero point from their means as ONNX Runtime does for u8
     (range widened to hold 0, ``scale = (max - min) / 255``, ``zero_point = round(-min / scale)``).
     ``relu``: the ReLU that follows is folded into this range (the output is clamped at 0 first).
