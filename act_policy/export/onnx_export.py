@@ -74,7 +74,7 @@ class Head(WholeNetwork):
         return self.model.head([m.flatten(2).transpose(1, 2) for m in maps], state, env)
 
 
-def _export(module: nn.Module, example: list[np.ndarray], names: list[str], output: str, path: Path) -> None:
+def export_onnx(module: nn.Module, example: list[np.ndarray], names: list[str], output: str, path: Path) -> None:
     """Export, then simplify with onnxslim (constant folding, shape-noise removal)."""
     import onnx
     import onnxslim
@@ -143,7 +143,7 @@ def export_graphs(model: ACT, artifacts: PolicyArtifacts, examples: list[ModelIn
     flat = [flat_inputs(e) for e in examples]
     whole = WholeNetwork(model).eval()
     progress(f"exporting {FP32_GRAPH}")
-    _export(whole, flat[0], names, ACTION_OUTPUT, folder / FP32_GRAPH)
+    export_onnx(whole, flat[0], names, ACTION_OUTPUT, folder / FP32_GRAPH)
     errors = {FP32_GRAPH: check_parity(folder / FP32_GRAPH, whole, flat, names)}
     graphs: dict[str, object] = {"opset": OPSET, "inputs": names, "output": ACTION_OUTPUT, "fp32": FP32_GRAPH}
     if not spec.cameras:
@@ -159,7 +159,7 @@ def export_graphs(model: ACT, artifacts: PolicyArtifacts, examples: list[ModelIn
             continue
         progress(f"exporting {name}")
         images = [[f[index]] for f in flat]
-        _export(backbone, images[0], ["image"], "features", folder / name)
+        export_onnx(backbone, images[0], ["image"], "features", folder / name)
         errors[name] = check_parity(folder / name, backbone, images, ["image"])
 
     head = Head(model).eval()
@@ -168,7 +168,7 @@ def export_graphs(model: ACT, artifacts: PolicyArtifacts, examples: list[ModelIn
         head_flat = [[backbone(torch.from_numpy(i)).numpy() for i in f[:len(spec.cameras)]] + f[len(spec.cameras):]
                      for f in flat]
     progress(f"exporting {HEAD_GRAPH}")
-    _export(head, head_flat[0], head_names, ACTION_OUTPUT, folder / HEAD_GRAPH)
+    export_onnx(head, head_flat[0], head_names, ACTION_OUTPUT, folder / HEAD_GRAPH)
     errors[HEAD_GRAPH] = check_parity(folder / HEAD_GRAPH, head, head_flat, head_names)
     graphs.update(backbones=by_camera, head=HEAD_GRAPH, head_inputs=head_names)
     return {**graphs, **_parity_fields(errors)}
