@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import configparser
 import importlib.metadata
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +15,8 @@ import pytest
 from bundle_helpers import make_bundle
 from dataset_layout import EpisodeData, write_v21
 
-from act_policy.core.dependencies import EXTRAS, install_hint, missing_dependency, needs
+from act_policy.core import dependencies
+from act_policy.core.dependencies import EXTRAS, install_hint, missing_dependency, needs, require_all
 from act_policy.core.errors import ActPolicyError, MissingDependencyError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,19 +40,62 @@ def test_the_hint_lists_the_requirements_of_the_extra_in_setup_cfg(module: str) 
         assert f"'{requirement}'" in hint
 
 
-@pytest.mark.parametrize("metadata", [None, importlib.metadata.PackageNotFoundError("act_policy")],
-                         ids=["colcon install (egg-info without requirements)", "no metadata (a bare clone)"])
-def test_without_installed_requirements_the_hint_names_the_package_and_where_its_range_is(
-        metadata: object, monkeypatch: pytest.MonkeyPatch) -> None:
+def without_metadata(metadata: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make importlib.metadata see no requirements of act_policy (None: none listed; else raise ``metadata``)."""
     def requires(distribution: str) -> None:
         if isinstance(metadata, Exception):
             raise metadata
 
     monkeypatch.setattr(importlib.metadata, "requires", requires)
+
+
+WITHOUT_METADATA = pytest.mark.parametrize(
+    "metadata", [None, importlib.metadata.PackageNotFoundError("act_policy")],
+    ids=["colcon install (egg-info without requirements)", "no metadata (a bare clone)"])
+
+
+@WITHOUT_METADATA
+@pytest.mark.parametrize("layout", ["colcon install (setup.cfg in share/act_policy)", "source tree"])
+def test_without_installed_requirements_the_hint_quotes_the_range_from_the_installed_setup_cfg(
+        metadata: object, layout: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """CMakeLists.txt installs setup.cfg into <prefix>/share/act_policy; the package lies in
+    <prefix>/lib/python3.X/site-packages/act_policy. Without ament_index_python (the ROS-free core)."""
+    without_metadata(metadata, monkeypatch)
+    monkeypatch.setitem(sys.modules, "ament_index_python", None)  # an import of it fails
+    if layout == "source tree":
+        package, setup_cfg = tmp_path / "clone" / "act_policy", tmp_path / "clone" / "setup.cfg"
+    else:
+        package = tmp_path / "lib" / "python3.12" / "site-packages" / "act_policy"
+        setup_cfg = tmp_path / "share" / "act_policy" / "setup.cfg"
+    package.mkdir(parents=True)
+    setup_cfg.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(ROOT / "setup.cfg", setup_cfg)
+    monkeypatch.setattr(dependencies, "PACKAGE_DIR", package)
+    assert dependencies.installed_setup_cfg() == setup_cfg
+    hint = install_hint("openvino")
+    assert hint.startswith(f"pip install '{setup_cfg_extra('openvino')[0]}' (act_policy's `openvino` extra")
+    assert "'openvino<2026.5,>=2026.4.1'" in hint  # README's range: a change of it must be made in both
+
+
+@WITHOUT_METADATA
+def test_without_metadata_or_setup_cfg_the_hint_names_the_package_and_where_its_range_is(
+        metadata: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    without_metadata(metadata, monkeypatch)
+    monkeypatch.setitem(sys.modules, "ament_index_python", None)
+    monkeypatch.setattr(dependencies, "PACKAGE_DIR", tmp_path / "lib" / "python3.12" / "site-packages" / "act_policy")
     hint = install_hint("openvino")
     assert hint.startswith("pip install openvino (in the version range of act_policy's `openvino` extra in its "
                            "source's setup.cfg")
     assert "'.[openvino]'" in hint
+
+
+def test_require_all_names_every_missing_module_with_one_hint_per_extra() -> None:
+    require_all(["numpy", "json"], "anything")  # installed: nothing happens
+    with pytest.raises(MissingDependencyError) as raised:
+        require_all(["numpy", "no_such_module_a", "no_such_module_b"], "exporting")
+    assert str(raised.value) == ("exporting needs the Python modules 'no_such_module_a', 'no_such_module_b', which "
+                                 "are not installed: pip install no_such_module_a; and pip install no_such_module_b")
+    assert raised.value.name == "no_such_module_a"
 
 
 def test_torch_is_never_suggested_from_pypi() -> None:
@@ -77,7 +123,8 @@ def test_a_broken_install_keeps_its_reason_next_to_the_hint() -> None:
 
 def test_every_readme_command_works_or_says_what_to_install(tiny_checkpoint: Path, tmp_path: Path) -> None:
     """After the README's first command (torch, no extras), each command either runs or exits 2 naming the
-    package and the pip line — checked with every optional package hidden, in one interpreter."""
+    package and the pip line — export, quantize and hailo-prepare before they start any work (no progress line,
+    no output folder) — checked with every optional package hidden, in one interpreter."""
     bundle = make_bundle(tmp_path / "bundle")
     commands = {
         "export": ["export", tiny_checkpoint, "--out", tmp_path / "out"],
@@ -117,5 +164,9 @@ for name, argv in {({k: [str(a) for a in v] for k, v in commands.items()})!r}.it
     for command, module in needs_extra.items():
         assert exits[command] == "2", command
         message, stderr = stderr.split(f"=== {command} end", 1)
-        assert f"act-policy {command}: error:" in message and f"needs the Python module '{module}" in message, message
+        assert f"act-policy {command}: error:" in message, message
+        assert re.search(rf"needs the Python modules? ('\w+', )*'{module}'", message), message
         assert "pip install '" in message, message
+        if command in ("export", "quantize", "hailo-prepare"):  # minutes of work each, so they check first
+            assert "[act-policy]" not in message, f"{command} started work before it said what is missing: {message}"
+    assert not (tmp_path / "out").exists() and not (tmp_path / "kit").exists()

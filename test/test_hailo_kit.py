@@ -10,12 +10,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
 from pathlib import Path
 
 import hailo_testing
 import numpy as np
 import onnx
 import pytest
+from dataset_layout import EpisodeData, flat_color_frames, write_v21
 
 from act_policy.core.errors import CheckpointError
 from act_policy.export import load_bundle
@@ -197,3 +199,22 @@ def test_cli_calibrates_on_recorded_npz_observations(hailo_bundle: Path, tmp_pat
     assert code == 0
     calib = np.load(tmp_path / "kit/models/backbone_48x64/calib.npy")
     np.testing.assert_array_equal(calib, np.stack([o["observation.images.wrist"] for o in observations]))
+
+
+def test_cli_keeps_an_existing_kit_when_the_calibration_source_cannot_be_decoded(
+        hailo_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    """A LeRobot dataset's videos decode lazily (PyAV): its first frame is read before --force replaces the kit
+    folder, so a missing decoder costs nothing and says what to install."""
+    kit = tmp_path / "kit"
+    args = ["hailo-prepare", str(hailo_bundle), "--arch", "hailo8l", "--out", str(kit), "--calib-size", "2"]
+    assert main([*args, "--calib", "synthetic"]) == 0
+    before = {p.relative_to(kit): p.stat().st_mtime_ns for p in kit.rglob("*")}
+    spec = load_bundle(hailo_bundle).spec
+    steps = 3
+    dataset = write_v21(tmp_path / "dataset", [EpisodeData(
+        np.zeros((steps, *spec.state.shape), np.float32), np.zeros((steps, spec.action_dim), np.float32),
+        {f.name: flat_color_frames(steps, f.shape[1], f.shape[2]) for f in spec.cameras})])
+    monkeypatch.setitem(sys.modules, "av", None)  # PyAV not installed
+    assert main([*args, "--calib", str(dataset), "--force"]) == 2
+    assert "needs the Python module 'av'" in capsys.readouterr().err
+    assert {p.relative_to(kit): p.stat().st_mtime_ns for p in kit.rglob("*")} == before

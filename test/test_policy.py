@@ -113,6 +113,45 @@ def test_bad_observations_are_refused_naming_the_key(tiny_checkpoint: Path, key,
         policy.select_action(obs)
 
 
+def _replaced(obs: dict, key: str, value: object) -> dict:
+    return {k: v for k, v in {**obs, key: value}.items() if v is not None}
+
+
+# name → (bad observation made from a good one, what the error says)
+BAD_OBSERVATIONS = {
+    "only a NaN state of the wrong shape": (lambda o: {"observation.state": np.full(5, np.nan)},
+                                            r"missing 'observation.images.front'"),
+    "state NaN": (lambda o: _replaced(o, "observation.state", np.array([0, 0, np.nan, 0, 0, 0], np.float32)),
+                  r"'observation.state' contains NaN"),
+    "state wrong shape": (lambda o: _replaced(o, "observation.state", np.zeros(5)), r"expected shape \(6,\)"),
+    "state of strings": (lambda o: _replaced(o, "observation.state", list("abcdef")),
+                         r"'observation.state': expected a float32 vector of shape \(6,\), got list"),
+    "image float": (lambda o: _replaced(o, "observation.images.front", np.zeros((64, 80, 3), np.float32)),
+                    r"'observation.images.front': expected uint8"),
+    "image missing": (lambda o: _replaced(o, "observation.images.front", None),
+                      r"missing 'observation.images.front'"),
+}
+
+
+@pytest.mark.parametrize("bad,message", BAD_OBSERVATIONS.values(), ids=BAD_OBSERVATIONS.keys())
+@pytest.mark.parametrize("backend", ["cpu_fp32", "onnx_fp32"])
+def test_a_bad_observation_is_refused_while_actions_are_queued_and_changes_nothing(
+        tiny_bundle: Path, backend: str, bad, message: str) -> None:
+    """The queue serves 3 more actions after step 0: a bad observation then still raises, and the next
+    good call gets exactly the action it would have got without the bad one in between."""
+    policy = act_policy.load_policy(tiny_bundle, backend)
+    policy.backend = counter = CountingBackend(policy.backend)
+    obs = episode(policy, 2)
+    first = policy.select_action(obs[0])
+    with pytest.raises(ObservationError, match=message):
+        policy.select_action(bad(obs[1]))
+    second = policy.select_action(obs[1])
+    assert counter.calls == 1  # the queue served step 1 without inferring
+    policy.reset()
+    np.testing.assert_array_equal(policy.select_action(obs[0]), first)
+    np.testing.assert_array_equal(policy.select_action(obs[1]), second)
+
+
 def test_importing_the_package_does_not_import_torch() -> None:
     import subprocess
     import sys

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from act_policy.core.config import STATE_KEY
+from act_policy.core.errors import ObservationError
 from act_policy.core.joint_units import JointUnits
 from act_policy.core.policy import StageTimes
 from act_policy.core.scheduling import TemporalEnsembler
@@ -322,6 +323,22 @@ def test_images_the_policy_cannot_use_hold_with_the_topic_named(rig):
     r.settle()
     recovered = r.tick()
     assert recovered.hold is None and r.loop.observation_error is None
+
+
+def test_a_rejected_joint_state_holds_at_once_and_drops_the_queue_until_a_good_one_arrives(rig):
+    """The queue would serve 7 more actions, and the last good state is not yet stale: neither matters."""
+    r = rig()
+    r.tick()
+    r.settle()
+    sent = r.tick().command
+    with pytest.raises(ObservationError):
+        r.cache.update_joints(JOINTS, [math.nan, 2.0])
+    held = r.tick(feed=False)
+    assert held.hold is Hold.OBSERVATION_ERROR and "/joint_states: non-finite position for joint(s) a" in held.detail
+    assert held.command.tolist() == sent.tolist() and r.loop.schedule.depth == 0
+    r.tick()  # a good state: inference is requested again
+    r.settle()
+    assert r.tick().hold is None
 
 
 def test_non_finite_actions_are_never_sent(rig):

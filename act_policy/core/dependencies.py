@@ -6,22 +6,28 @@ place that can meet a missing module turns it into a :class:`MissingDependencyEr
 :func:`missing_dependency`, so the user reads what to install instead of a traceback.
 
 Pip requirement strings are read from the installed package's metadata (setup.cfg's extras), so
-they are never restated here; a colcon install has no metadata and gets the bare package names.
+they are never restated here; a colcon install has no such metadata and reads setup.cfg itself, which
+CMakeLists.txt installs into ``share/act_policy``.
 """
 
 from __future__ import annotations
 
+import configparser
 import importlib
 import importlib.metadata
 import importlib.util
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from types import ModuleType
 
 from act_policy.core.errors import MissingDependencyError
 
 DISTRIBUTION = "act_policy"
+# not resolved: files of a `colcon build --symlink-install` link into the source tree, the prefix is where they lie
+PACKAGE_DIR = Path(__file__).parents[1]
+SETUP_CFG = "setup.cfg"  # the one declaration of the extras' requirements (CMakeLists.txt installs it too)
 
 # importable top-level module → (setup.cfg extra, pip distribution)
 EXTRAS: dict[str, tuple[str, str]] = {
@@ -54,13 +60,48 @@ OPTIONAL_MODULES = {*EXTRAS, *SYSTEM_HINTS}
 
 
 def _extra_requirements(extra: str) -> list[str]:
-    """Requirement strings of ``act_policy[extra]`` from the installed metadata ([] without metadata)."""
+    """Requirement strings of ``act_policy[extra]``: from the installed metadata, else from setup.cfg (a colcon
+    install has no such metadata: its egg-info is rosidl's), else []."""
     try:
         requires = importlib.metadata.requires(DISTRIBUTION) or []
     except importlib.metadata.PackageNotFoundError:
-        return []
+        requires = []
     marker = re.compile(rf"""extra\s*==\s*["']{re.escape(extra)}["']""")
-    return [r.split(";")[0].strip() for r in requires if marker.search(r)]
+    return [r.split(";")[0].strip() for r in requires if marker.search(r)] or _setup_cfg_requirements(extra)
+
+
+def installed_setup_cfg() -> Path | None:
+    """The setup.cfg that came with this act_policy package (:data:`PACKAGE_DIR`), or None.
+
+    Looked for where CMakeLists.txt installs it, ``<prefix>/share/act_policy`` of a colcon install (the package
+    is ``<prefix>/lib/pythonX.Y/site-packages/act_policy``), then beside the package (a source tree), then in
+    the share folder the ament index names (needs ament_index_python; no ROS import otherwise).
+    """
+    candidates = [PACKAGE_DIR.parent / SETUP_CFG]
+    if len(PACKAGE_DIR.parents) > 3:
+        candidates.insert(0, PACKAGE_DIR.parents[3] / "share" / DISTRIBUTION / SETUP_CFG)
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    try:
+        from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
+    except ImportError:
+        return None
+    try:
+        candidate = Path(get_package_share_directory(DISTRIBUTION)) / SETUP_CFG
+    except PackageNotFoundError:
+        return None
+    return candidate if candidate.is_file() else None
+
+
+def _setup_cfg_requirements(extra: str) -> list[str]:
+    path = installed_setup_cfg()
+    if path is None:
+        return []
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read(path)
+    lines = parser.get("options.extras_require", extra, fallback="")
+    return [line.strip() for line in lines.splitlines() if line.strip()]
 
 
 def install_hint(module: str) -> str:
@@ -75,9 +116,9 @@ def install_hint(module: str) -> str:
     extra, distribution = EXTRAS[top]
     clone = f"`pip install -e '.[{extra}]'` in a clone"
     requirements = _extra_requirements(extra)
-    if not requirements:  # e.g. a colcon install: its egg-info (rosidl's) lists no requirements
+    if not requirements:  # neither metadata nor setup.cfg: e.g. the package's files copied somewhere alone
         return (f"pip install {distribution} (in the version range of act_policy's `{extra}` extra in its source's "
-                f"setup.cfg: this install's metadata carries no version ranges; or {clone})")
+                f"setup.cfg, which this install does not carry; or {clone})")
     quoted = " ".join(f"'{r}'" if set(r) & set("<>=!~") else r for r in requirements)
     return f"pip install {quoted} (act_policy's `{extra}` extra: {clone})"
 
@@ -88,12 +129,36 @@ def missing_dependency(exc: ImportError, purpose: str) -> MissingDependencyError
         return exc
     module = getattr(exc, "name", None) or "an optional package"
     if isinstance(exc, ModuleNotFoundError):
-        message = f"{purpose} needs the Python module {module!r}, which is not installed: {install_hint(module)}"
-    else:  # installed but broken, e.g. a CUDA torch without its CUDA libraries on a Pi
-        message = f"{purpose} cannot import {module!r} ({exc}); replace that install: {install_hint(module)}"
-    error = MissingDependencyError(message)
+        return _not_installed(purpose, [module])
+    # installed but broken, e.g. a CUDA torch without its CUDA libraries on a Pi
+    error = MissingDependencyError(f"{purpose} cannot import {module!r} ({exc}); replace that install: "
+                                   f"{install_hint(module)}")
     error.name = module
     return error
+
+
+def _not_installed(purpose: str, modules: list[str]) -> MissingDependencyError:
+    hints: dict[str, None] = {}
+    covered: set[str] = set()  # pip distributions an earlier hint's extra installs (onnx's has onnxruntime)
+    for module in modules:
+        extra, distribution = EXTRAS.get(module.split(".")[0], ("", ""))
+        if distribution not in covered:
+            hints[install_hint(module)] = None
+        if extra:
+            covered.update(re.match(r"[\w.-]+", r)[0] for r in _extra_requirements(extra))
+    names = ", ".join(repr(m) for m in modules)
+    what = f"module {names}, which is" if len(modules) == 1 else f"modules {names}, which are"
+    error = MissingDependencyError(f"{purpose} needs the Python {what} not installed: {'; and '.join(hints)}")
+    error.name = modules[0]
+    return error
+
+
+def require_all(modules: Iterable[str], purpose: str) -> None:
+    """Before any work of ``purpose`` starts: a :class:`MissingDependencyError` naming every one of the
+    (top-level) ``modules`` that is not installed, with what to install; nothing is imported."""
+    missing = [m for m in modules if not available(m)]
+    if missing:
+        raise _not_installed(purpose, missing)
 
 
 @contextmanager

@@ -105,20 +105,42 @@ class Policy:
         if self._ensembler is not None:
             self._ensembler.reset()
 
-    def preprocess(self, obs: Observation) -> ModelInputs:
-        """Validate an observation and turn it into normalized network inputs."""
+    def check_observation(self, obs: Observation) -> dict[str, np.ndarray]:
+        """The policy's input features of ``obs`` (rename_map applied), checked; nothing is normalized.
+
+        Images must be uint8 (H, W, 3) RGB at the trained size (so always finite); state vectors
+        float-convertible, of the trained shape and finite. ObservationError names the feature and what
+        was expected. Every observation the policy takes passes here, including those of a
+        :meth:`select_action` that serves a queued action: the cost is a dtype/shape look at each image and
+        one pass over the state (microseconds), not a normalization.
+        """
         obs = {self.spec.rename_map.get(k, k): v for k, v in obs.items()}
-        images = [self._input_norm.image_to_input(f.name, _checked_image(obs, f)) for f in self.spec.cameras]
-        vectors = {}
+        checked = {f.name: _checked_image(obs, f) for f in self.spec.cameras}
         for f in (self.spec.state, self.spec.env_state):
             if f is not None:
-                vectors[f.type] = self._input_norm.normalize(f.name, _checked_vector(obs, f))[None]
+                checked[f.name] = _checked_vector(obs, f)
+        return checked
+
+    def preprocess(self, obs: Observation) -> ModelInputs:
+        """Validate an observation (:meth:`check_observation`) and turn it into normalized network inputs."""
+        return self._network_inputs(self.check_observation(obs))
+
+    def _network_inputs(self, checked: Mapping[str, np.ndarray]) -> ModelInputs:
+        images = [self._input_norm.image_to_input(f.name, checked[f.name]) for f in self.spec.cameras]
+        vectors = {f.type: self._input_norm.normalize(f.name, checked[f.name])[None]
+                   for f in (self.spec.state, self.spec.env_state) if f is not None}
         return ModelInputs(images, vectors.get(FeatureType.STATE), vectors.get(FeatureType.ENV))
 
     def predict_chunk(self, obs: Observation) -> np.ndarray:
-        """Whole predicted chunk, float32 (chunk_size, action_dim) in action units; no side effects."""
+        """Whole predicted chunk, float32 (chunk_size, action_dim) in action units; no side effects.
+
+        ObservationError (see :meth:`check_observation`) for an observation the policy cannot take."""
         t0 = time.perf_counter()
-        inputs = self.preprocess(obs)
+        return self._chunk(self.check_observation(obs), t0)
+
+    def _chunk(self, checked: Mapping[str, np.ndarray], t0: float) -> np.ndarray:
+        """Infer on checked features; ``t0`` is when checking them started (it counts as preprocessing)."""
+        inputs = self._network_inputs(checked)
         t1 = time.perf_counter()
         normalized = self.backend.infer(inputs)
         t2 = time.perf_counter()
@@ -128,14 +150,21 @@ class Policy:
         return chunk
 
     def select_action(self, obs: Observation) -> np.ndarray:
-        """Next action, float32 (action_dim,), inferring a new chunk only when LeRobot would."""
+        """Next action, float32 (action_dim,), inferring a new chunk only when LeRobot would.
+
+        ``obs`` is checked on every call, also when the action comes from the queue: an observation the
+        policy cannot take raises ObservationError (see :meth:`check_observation`) and changes nothing (the
+        queue and the step count stay as they were), so no action is ever returned alongside one.
+        """
+        t0 = time.perf_counter()
+        checked = self.check_observation(obs)
         step = self._step
         self._step += 1
         self.inferred_last_step = self._ensembler is not None or not self._chunks.remaining(step)
         if self._ensembler is not None:
-            return self._ensembler.update(self.predict_chunk(obs))
+            return self._ensembler.update(self._chunk(checked, t0))
         if self.inferred_last_step:
-            self._chunks.add(self.predict_chunk(obs), step, step, step + self.n_action_steps)
+            self._chunks.add(self._chunk(checked, t0), step, step, step + self.n_action_steps)
         return self._chunks.action(step)
 
     def close(self) -> None:
@@ -161,7 +190,11 @@ def _checked_image(obs: Mapping[str, Any], f: Feature) -> np.ndarray:
 def _checked_vector(obs: Mapping[str, Any], f: Feature) -> np.ndarray:
     if f.name not in obs:
         raise ObservationError(f"observation is missing {f.name!r}: expected float32 vector of shape {f.shape}")
-    vector = np.asarray(obs[f.name], dtype=np.float32)
+    try:
+        vector = np.asarray(obs[f.name], dtype=np.float32)
+    except (TypeError, ValueError) as exc:  # e.g. None, strings, ragged lists
+        raise ObservationError(f"observation {f.name!r}: expected a float32 vector of shape {f.shape}, "
+                               f"got {type(obs[f.name]).__name__} ({exc})") from exc
     if vector.shape != f.shape:
         raise ObservationError(f"observation {f.name!r}: expected shape {f.shape}, got {vector.shape}")
     if not np.all(np.isfinite(vector)):

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from act_policy.backends import BackendOptions, create_backend
 from act_policy.core.artifacts import PolicyArtifacts
+from act_policy.core.dependencies import require_all
 from act_policy.core.errors import CheckpointError
 from act_policy.core.policy import Policy
 from act_policy.core.synthetic import synthetic_observations
@@ -31,6 +32,9 @@ from act_policy.export.bundle import (
 if TYPE_CHECKING:  # onnx is imported only when exporting: loading a bundle must not need it
     from act_policy.export.onnx_export import Progress
 
+# What writing a bundle imports (torch: the reference model and the ONNX export; onnx, onnxslim: the graphs;
+# onnxruntime: their parity check), checked up front so that a missing one stops the export before it starts.
+EXPORT_MODULES = ("torch", "onnx", "onnxslim", "onnxruntime")
 PARITY_SAMPLES = 3  # observations the exported graphs are checked on (seed below, distinct from calibration)
 PARITY_SEED = 11
 
@@ -51,8 +55,10 @@ def export_bundle(artifacts: PolicyArtifacts, out: str | Path, progress: Progres
     The bundle is assembled in a temporary folder beside ``out`` and renamed into place when
     complete, so a failed export leaves no partial bundle behind (and an existing one, with
     ``overwrite``, untouched until the new one is whole). CheckpointError if ``out`` holds
-    something else, or if a normalized feature has no stats and ``allow_missing_stats`` is False.
+    something else, or if a normalized feature has no stats and ``allow_missing_stats`` is False;
+    MissingDependencyError, before anything is written, if a module of ``EXPORT_MODULES`` is not installed.
     """
+    require_all(EXPORT_MODULES, "exporting a deploy bundle")
     artifacts.require_complete_stats(allow_missing_stats, "--allow-missing-stats (allow_missing_stats=True)")
     out = Path(out)
     if out.exists() and not (out.is_dir() and not any(out.iterdir())):
@@ -95,4 +101,4 @@ def _write_bundle(artifacts: PolicyArtifacts, folder: Path, progress: Progress) 
              f"({graphs['parity_max_rel'][worst]:.2e} relative) in {worst}")
 
 
-__all__ = ["export_bundle", "is_bundle", "load_bundle", "reference_policy", "stderr_progress"]
+__all__ = ["EXPORT_MODULES", "export_bundle", "is_bundle", "load_bundle", "reference_policy", "stderr_progress"]

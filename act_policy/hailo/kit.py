@@ -43,8 +43,11 @@ import numpy as np
 
 from act_policy import __version__
 from act_policy.core.artifacts import PolicyArtifacts
+from act_policy.core.dependencies import require_all
 from act_policy.core.errors import CheckpointError
 from act_policy.hailo.layout import FULL_MODEL, BackboneGroup, backbone_groups
+
+KIT_MODULES = ("onnx",)  # what writing a kit imports beyond numpy (the graphs are edited with onnx)
 
 ARCHES = ("hailo8l", "hailo8")
 KIT_FILE = "kit.json"
@@ -197,8 +200,9 @@ def write_kit(artifacts: PolicyArtifacts, out: str | Path, arch: str, calibratio
     ``calibration`` yields observations in the robot's naming (the policy's rename_map is
     applied), e.g. from a LeRobot dataset; at most ``calib_size`` frames per model are kept.
     ``optimization_level`` None chooses per model (see the module docstring); an explicit level
-    is written as given.
+    is written as given. MissingDependencyError, before the kit folder is touched, without ``KIT_MODULES``.
     """
+    require_all(KIT_MODULES, "writing a Hailo compile kit")  # before an existing kit is replaced
     from act_policy.export.bundle import FP32_GRAPH, backbone_file, read_policy_document, sha256_file, verified_file
 
     if arch not in ARCHES:

@@ -129,6 +129,11 @@ class ObservationCache:
             self.errors.pop(source, None)
             self.counts[source] = self.counts.get(source, 0) + 1
 
+    def rejected_joint_state(self) -> str | None:
+        """Why the latest JointState message was rejected, or None when it was used (until the next good one)."""
+        with self._lock:
+            return self.errors.get(self.joint_topic)
+
     def missing_joints(self) -> list[str]:
         with self._lock:
             return [n for n, t in zip(self.joint_names, self._joint_stamps, strict=True) if t == -np.inf]

@@ -409,6 +409,10 @@ class ControlLoop:
             self._invalidate()
             never = all(x.endswith("never received") for x in stale)
             return hold(Hold.WAITING if never and self.guard.last_command is None else Hold.STALE, "; ".join(stale))
+        rejected = self.cache.rejected_joint_state()
+        if rejected is not None:  # no queued action alongside a state the policy could not take (Policy.select_action)
+            self._invalidate()
+            return hold(Hold.OBSERVATION_ERROR, rejected)
         if self.backend_error is not None and self._clock() < self._retry_at:
             return hold(Hold.BACKEND_ERROR, self.backend_error)
         if self.schedule.needs_inference() and not self.worker.busy:

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import argparse
 
+from act_policy.core.dependencies import require_all
 from act_policy.core.policy import load_artifacts
-from act_policy.export import export_bundle
+from act_policy.export import EXPORT_MODULES, export_bundle
 from act_policy.tools.options import add_allow_missing_stats_argument
 
 
@@ -25,6 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    require_all(EXPORT_MODULES, "act-policy export")  # before reading the checkpoint
     export_bundle(load_artifacts(args.checkpoint), args.out, overwrite=args.force,
                   allow_missing_stats=args.allow_missing_stats)
     print(f"bundle written to {args.out}")

@@ -11,10 +11,12 @@ node's params file), or 'synthetic' (demo scenes; fine for trying the flow, not 
 from __future__ import annotations
 
 import argparse
+import itertools
 from pathlib import Path
 
+from act_policy.core.dependencies import require_all
 from act_policy.core.errors import CheckpointError
-from act_policy.hailo.kit import ARCHES, DEFAULT_CALIB_SIZE, FULL_DATASET
+from act_policy.hailo.kit import ARCHES, DEFAULT_CALIB_SIZE, FULL_DATASET, KIT_MODULES
 from act_policy.tools.recording_options import add_recording_arguments, bag_options
 
 
@@ -47,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
     from act_policy.export.demo_bundle import resolve_demo
     from act_policy.hailo.kit import write_kit
 
+    require_all(KIT_MODULES, "act-policy hailo-prepare")
     args.bundle = Path(resolve_demo(args.bundle, [], need_bundle=True))
     if not is_bundle(args.bundle):
         raise CheckpointError(f"{args.bundle}: not a deploy bundle (no policy.json); run "
@@ -56,6 +59,9 @@ def run(args: argparse.Namespace) -> int:
     artifacts = load_bundle(args.bundle)
     source = calibration_source(args.calib, args.episode, bag_options(args))
     observations = calibration_observations(source, artifacts.spec, artifacts.input_stats, args.calib_size)
+    # the first observation read now: a recording that cannot be read (a decoder not installed, a wrong topic)
+    # fails before the kit folder is touched
+    observations = itertools.chain(list(itertools.islice(observations, 1)), observations)
     manifest = write_kit(artifacts, args.out, args.arch, observations, full=args.full, calib_size=args.calib_size,
                          optimization_level=args.optimization_level, progress=stderr_progress, overwrite=args.force)
     print(f"kit: {args.out} ({args.arch}; models: {', '.join(m.name for m in manifest.models)})")

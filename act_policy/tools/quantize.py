@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from act_policy.core.dependencies import require_all
 from act_policy.core.policy import load_policy
 from act_policy.core.synthetic import DEMO_NAME
 from act_policy.export import reference_policy, stderr_progress
@@ -40,6 +41,8 @@ from act_policy.export.quantize import (
 from act_policy.tools.options import add_allow_missing_stats_argument
 from act_policy.tools.recording_options import add_recording_arguments, bag_options
 
+# the float32 torch reference, the graphs, ONNX Runtime's calibration (onnx and onnxruntime are imported above too)
+QUANTIZE_MODULES = ("torch", "onnx", "onnxruntime")
 DEFAULT_SAMPLES = 64
 CHECK_SAMPLES = 8
 
@@ -120,6 +123,7 @@ def recipe_options(recipe: Recipe) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    require_all(QUANTIZE_MODULES, "act-policy quantize")
     recipe = recipe_from_args(args)  # before minutes of calibration
     source = calibration_source(args.calib, args.episode, bag_options(args))
     if args.bundle == DEMO_NAME and not Path(args.bundle).exists():

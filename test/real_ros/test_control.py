@@ -128,7 +128,8 @@ def test_a_non_finite_joint_state_is_rejected_by_name_and_nothing_non_finite_is_
                             lambda _, __, values: "error /joint_states" in values)
     assert "non-finite position for joint(s) elbow_flex" in values["error /joint_states"]
     assert any("elbow_flex" in line for line in node.lines("WARN")), node.output
-    reported(diagnostics, "a hold on the stale joints", lambda _, message, __: "joint_states" in message)
+    reported(diagnostics, "a hold on the rejected joint state (before its last good one is stale)",
+             lambda _, message, __: "holding: observation rejected (/joint_states: non-finite" in message)
     assert all_finite(commands)
 
 
