@@ -53,6 +53,14 @@ def write_episode(path: Path, observations: list[dict[str, np.ndarray]]) -> None
              action=np.zeros((len(observations), 6), np.float32))
 
 
+def copy_with_recording(bundle: Path, tmp_path: Path, steps: int = 4) -> tuple[Path, Path]:
+    """A copy of ``bundle`` and a folder holding one recorded episode of ``steps`` observations."""
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    write_episode(calib / "episode.npz", recorded(steps))
+    return Path(shutil.copytree(bundle, tmp_path / "bundle")), calib
+
+
 @pytest.fixture
 def quantized(tiny_quantized_bundle: Path) -> Path:
     return tiny_quantized_bundle
@@ -184,10 +192,7 @@ def test_a_corrupt_file_it_does_not_rewrite_is_refused_before_calibration_never_
 
 def test_quantize_again_without_head_keeps_the_int8_head_and_the_calibration_it_was_made_with(
         quantized: Path, tmp_path: Path) -> None:
-    bundle = Path(shutil.copytree(quantized, tmp_path / "bundle"))
-    calib = tmp_path / "calib"
-    calib.mkdir()
-    write_episode(calib / "episode.npz", recorded(4))
+    bundle, calib = copy_with_recording(quantized, tmp_path)
     head_record = json.loads((bundle / POLICY_FILE).read_text())["quantization"]["head"]
     record = quantize_bundle(bundle, calib, 4, progress=lambda _: None)
     assert record["calibration_source"] == str(calib) and record["calibration_samples"] == 4
@@ -202,10 +207,7 @@ def test_a_lost_int8_graph_is_written_again_with_the_calibration_the_record_name
         quantized: Path, tmp_path: Path) -> None:
     from act_policy.core.errors import CheckpointError
 
-    bundle = Path(shutil.copytree(quantized, tmp_path / "bundle"))
-    calib = tmp_path / "calib"
-    calib.mkdir()
-    write_episode(calib / "episode.npz", recorded(4))
+    bundle, calib = copy_with_recording(quantized, tmp_path)
     quantize_bundle(bundle, calib, 4, progress=lambda _: None, head=True)
     (bundle / INT8_GRAPH).unlink()
     with pytest.raises(CheckpointError) as refused:
@@ -216,11 +218,8 @@ def test_a_lost_int8_graph_is_written_again_with_the_calibration_the_record_name
 
 
 def test_quantize_from_recorded_observations(quantized: Path, tmp_path: Path) -> None:
-    bundle = Path(shutil.copytree(quantized, tmp_path / "bundle"))
+    bundle, calib = copy_with_recording(quantized, tmp_path)
     (bundle / INT8_GRAPH).unlink()
-    calib = tmp_path / "calib"
-    calib.mkdir()
-    write_episode(calib / "episode.npz", recorded(4))
     recipe = dataclasses.replace(DEFAULT_RECIPE, activation_type="s8")
     record = quantize_bundle(bundle, calib, 4, progress=lambda _: None, recipe=recipe)
     assert record["calibration_source"] == str(calib) and record["activation_type"] == "s8"
