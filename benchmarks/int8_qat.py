@@ -7,18 +7,19 @@
 benchmarks/int8_recipe.md, section 8. Post-training recipes leave the u8 rounding of the activations as most
 of ``cpu_int8``'s error (sections 5 and 7). Here the float network is fine-tuned to tolerate it: a *student*
 copy of the prepared (batch-norm folded) ACT rounds its tensors in torch exactly where ONNX Runtime's QDQ
-graph of the default recipe rounds them, and learns to reproduce the untouched float network (the
-*teacher*) on synthetic calibration scenes:
+graph of recipe R rounds them (``benchmarks/int8_recipe.py``; the default of ``act-policy quantize`` in this
+round, until section 9 kept the decoder's feed-forward in float too), and learns to reproduce the untouched
+float network (the *teacher*) on synthetic calibration scenes:
 
 * activations: u8 per tensor, the range of each tensor frozen from the float network on the calibration
-  observations the way :data:`act_policy.export.quantize.DEFAULT_RECIPE` measures it (``mean-minmax``: the
+  observations the way recipe R measures it (``mean-minmax``: the
   mean over observations of each one's min and max, widened to hold 0); a ReLU right after an INT8 layer is
   folded into that layer's range ``[0, max]`` (``fold_relu``). Places: the max-pool output, every BasicBlock's
   conv1 (ReLU folded), conv2 and downsample outputs and its output after the residual Add (ReLU folded), the
   feature projection's output, the state vector and its projection's output, and every transformer Linear's
   input and output (feed-forward linear1 with its ReLU folded). The backbone's first convolution, the
   transformer's residual Adds, LayerNorms, attention MatMuls/Softmax and the action head stay float, as in
-  the default recipe. ``test/test_qat.py`` checks that these are the INT8 graph's ranges, tensor for tensor;
+  recipe R. ``test/test_qat.py`` checks that these are the INT8 graph's ranges, tensor for tensor;
 * weights of those layers: s8 per output channel, symmetric (scale ``max|w| / 127``), recomputed from the
   current weights at every step;
 * rounding: round half to even, gradients straight through inside the range and zero outside it
@@ -136,7 +137,7 @@ def _quantized_project(attention: Attention, inputs: Sequence[ActivationQuantize
 
 
 class FakeQuantACT(nn.Module):
-    """A prepared :class:`ACT` with fake quantization at the default recipe's INT8 places (module docstring).
+    """A prepared :class:`ACT` with fake quantization at recipe R's INT8 places (module docstring).
 
     ``model`` is modified in place (hooks, weight parametrizations); :meth:`plain_weights` gives its weights
     back in the checkpoint's names. Quantizers start in observing mode: run :meth:`calibrate`, then forward

@@ -18,6 +18,7 @@ from act_policy.export import load_bundle, reference_policy
 from act_policy.export.bundle import INT8_GRAPH
 from act_policy.export.calibration import calibration_observations
 from benchmarks.int8_qat import FakeQuantACT, QATSettings, finetune, stacked
+from benchmarks.int8_recipe import CANDIDATES
 
 NOT_THE_CALIBRATION_SEED = 5
 
@@ -36,11 +37,23 @@ def activation_ranges(graph: Path) -> set[tuple[float, int]]:
             if n.op_type == "QuantizeLinear" and n.input[0] not in initializers}
 
 
-def test_the_student_rounds_exactly_the_tensors_and_ranges_the_int8_graph_of_the_default_recipe_rounds(
-        tiny_quantized_bundle: Path) -> None:
-    student = FakeQuantACT(build_prepared_model(load_bundle(tiny_quantized_bundle)))
-    student.calibrate(stacked([i]) for i in calibration_inputs(tiny_quantized_bundle))
-    onnx_runtime = activation_ranges(tiny_quantized_bundle / INT8_GRAPH)
+@pytest.fixture(scope="module")
+def recipe_r_bundle(tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``tiny_bundle`` quantized by recipe R, the recipe the student mirrors."""
+    import shutil
+
+    from act_policy.export.quantize import quantize_bundle
+
+    bundle = Path(shutil.copytree(tiny_bundle, tmp_path_factory.mktemp("recipe_r") / "bundle"))
+    quantize_bundle(bundle, None, CALIBRATION_SAMPLES, progress=lambda _: None, recipe=CANDIDATES["R O + folded ReLUs"])
+    return bundle
+
+
+def test_the_student_rounds_exactly_the_tensors_and_ranges_the_int8_graph_of_recipe_r_rounds(
+        recipe_r_bundle: Path) -> None:
+    student = FakeQuantACT(build_prepared_model(load_bundle(recipe_r_bundle)))
+    student.calibrate(stacked([i]) for i in calibration_inputs(recipe_r_bundle))
+    onnx_runtime = activation_ranges(recipe_r_bundle / INT8_GRAPH)
     ours = {(q.scale, q.zero_point) for q in student.activations.values() if q.enabled}
 
     def same(a: tuple[float, int], b: tuple[float, int]) -> bool:
