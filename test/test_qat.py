@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from act_policy.core.errors import CheckpointError
 from act_policy.export import load_bundle, reference_policy
 from act_policy.export.bundle import INT8_GRAPH
 from act_policy.export.calibration import calibration_observations
+from act_policy.export.quantize import quantize_bundle
 from benchmarks.int8_qat import FakeQuantACT, QATSettings, finetune, stacked
 from benchmarks.int8_recipe import CANDIDATES
 
@@ -40,10 +42,6 @@ def activation_ranges(graph: Path) -> set[tuple[float, int]]:
 @pytest.fixture(scope="module")
 def recipe_r_bundle(tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``tiny_bundle`` quantized by recipe R, the recipe the student mirrors."""
-    import shutil
-
-    from act_policy.export.quantize import quantize_bundle
-
     bundle = Path(shutil.copytree(tiny_bundle, tmp_path_factory.mktemp("recipe_r") / "bundle"))
     quantize_bundle(bundle, None, CALIBRATION_SAMPLES, progress=lambda _: None, recipe=CANDIDATES["R O + folded ReLUs"])
     return bundle
