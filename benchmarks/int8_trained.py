@@ -12,10 +12,10 @@ latent is zero): L1 loss on normalized actions, AdamW with weight decay 1e-4, a 
 the ResNet backbone, gradient norm clipped at 10, frozen batch norms. It can run at a smaller image size
 than the policy's (the network takes any size: positions are computed from it) and then at full size.
 
-  # the 96x128 demo (seed 0), 2,000 steps of 8 scenes (~16 min on the 2-core x86 VM):
+  # the 96x128 demo (seed 0), 2,000 steps of 8 scenes (~16 min with 2 threads on the 2-core x86 VM):
   python benchmarks/int8_trained.py /tmp/trained_demo96 --init demo:96x128 --steps 2000
   # a bundle's policy (e.g. exported from the LeRobot-made checkpoint), first at 96x128 then at full size:
-  python benchmarks/int8_trained.py /tmp/trained_lr480 --init BUNDLE --steps 2000 --train-size 96x128 \
+  python benchmarks/int8_trained.py /tmp/trained_lr480 --init BUNDLE --steps 1500 --train-size 96x128 \
       --full-size-steps 120
 
 The output is a bundle (``act-policy export``'s layout) to give to ``act-policy quantize``.
@@ -47,9 +47,9 @@ def task_vectors(spec: PolicySpec, t: float) -> tuple[np.ndarray, np.ndarray]:
     :func:`act_policy.core.synthetic.synthetic_observations` moves joint j as ``mean + std·sin(t + j)``, so
     normalized the state is ``sin(t + j)`` and chunk step k (k = 1..chunk_size) is ``sin(t + k/fps + j)``.
     """
-    joints = np.arange(spec.action_dim, dtype=np.float32)
     ahead = np.arange(1, spec.config.chunk_size + 1, dtype=np.float32)[:, None] / spec.fps
-    return np.sin(t + joints), np.sin(t + ahead + joints[None])
+    state = np.sin(t + np.arange(spec.state.shape[0], dtype=np.float32))
+    return state, np.sin(t + ahead + np.arange(spec.action_dim, dtype=np.float32)[None])
 
 
 def task_batch(artifacts: PolicyArtifacts, size: tuple[int, int], n: int, rng: np.random.Generator
