@@ -41,6 +41,7 @@ from sensor_msgs.msg import Image, JointState
 
 PY_SPY = str(Path(sys.executable).with_name("py-spy"))  # installed with the tests, beside their python
 HANG_GUARD_S = 300.0  # a generous bound on any single wait; only reached when something is broken
+QUERY_RESEND_S = 5.0  # a query that went unanswered this long is sent again (RosClient.call); not a speed bound
 NODE = "/act_policy"
 # every log line as "[SEVERITY] [logger]: message", so tests can assert on severities
 LOG_FORMAT = "[{severity}] [{name}]: {message}"
@@ -154,18 +155,30 @@ class RosClient:
         return self.node.create_publisher(msg_type, topic, qos)
 
     # ------------------------------------------------------------------ services
-    def call(self, srv_type: type, name: str, request: Any, timeout: float = HANG_GUARD_S) -> Any:
-        """Call a service once it is available; the response (fails on timeout)."""
+    def call(self, srv_type: type, name: str, request: Any, timeout: float = HANG_GUARD_S,
+             resend_after: float | None = None) -> Any:
+        """Call a service once it is available; the response (fails on timeout).
+
+        ``resend_after`` (only for a request that is safe to repeat, a query): send it again when no answer came
+        within that many seconds. Right after a node starts, rmw_fastrtps drops a response whose client reader
+        it has not matched yet ("failed to send response (timeout): client will not receive response" in the
+        node's log), so the first query to a new node can stay unanswered on a loaded machine.
+        """
         key = (srv_type, name)
         if key not in self._clients:
             self._clients[key] = self.node.create_client(srv_type, name)
         client = self._clients[key]
         assert client.wait_for_service(timeout_sec=timeout), f"service {name} never appeared"
-        future = client.call_async(request)
-        done = threading.Event()
-        future.add_done_callback(lambda _: done.set())
-        assert done.wait(timeout), f"service {name} did not answer within {timeout:.0f} s"
-        return future.result()
+        deadline = time.monotonic() + timeout
+        while True:
+            future = client.call_async(request)
+            done = threading.Event()
+            future.add_done_callback(lambda _, answered=done: answered.set())
+            remaining = max(deadline - time.monotonic(), 0.0)
+            if done.wait(remaining if resend_after is None else min(resend_after, remaining)):
+                return future.result()
+            client.remove_pending_request(future)
+            assert time.monotonic() < deadline, f"service {name} did not answer within {timeout:.0f} s"
 
     def change_state(self, transition: str, node: str = NODE) -> bool:
         """A lifecycle transition by label (configure, activate, deactivate, cleanup, shutdown)."""
@@ -174,7 +187,8 @@ class RosClient:
         return bool(self.call(ChangeState, f"{node}/change_state", request).success)
 
     def state(self, node: str = NODE) -> str:
-        return self.call(GetState, f"{node}/get_state", GetState.Request()).current_state.label
+        return self.call(GetState, f"{node}/get_state", GetState.Request(), resend_after=QUERY_RESEND_S
+                         ).current_state.label
 
     def wait_for_state(self, label: str, node: str = NODE, timeout: float = HANG_GUARD_S) -> None:
         wait_until(lambda: self.state(node) == label, f"{node} to reach state {label!r}", timeout, poll=0.2)
@@ -194,7 +208,8 @@ class RosClient:
         return self.call(SetParametersAtomically, f"{node}/set_parameters_atomically", request).result
 
     def get_parameters(self, *names: str, node: str = NODE) -> dict[str, Any]:
-        response = self.call(GetParameters, f"{node}/get_parameters", GetParameters.Request(names=list(names)))
+        response = self.call(GetParameters, f"{node}/get_parameters", GetParameters.Request(names=list(names)),
+                             resend_after=QUERY_RESEND_S)
         return {n: parameter_value_to_python(v) for n, v in zip(names, response.values, strict=True)}
 
 
