@@ -59,15 +59,9 @@ def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_quantized_bundle(tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``tiny_bundle`` plus act_int8.onnx and head_int8.onnx (8 synthetic scenes); read-only."""
-    import shutil
+    from bundle_helpers import quantized_copy
 
-    from bundle_helpers import CALIBRATION_SAMPLES
-
-    from act_policy.export.quantize import quantize_bundle
-
-    bundle = Path(shutil.copytree(tiny_bundle, tmp_path_factory.mktemp("tiny_int8") / "bundle"))
-    quantize_bundle(bundle, None, CALIBRATION_SAMPLES, progress=lambda _: None, head=True)
-    return bundle
+    return quantized_copy(tiny_bundle, tmp_path_factory.mktemp("tiny_int8") / "bundle", head=True)
 
 
 @pytest.fixture(scope="module")

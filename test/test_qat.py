@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import shutil
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
 import torch
-from bundle_helpers import CALIBRATION_SAMPLES
+from bundle_helpers import CALIBRATION_SAMPLES, quantized_copy
 from onnx import numpy_helper
 
 from act_policy.backends.torch_fp32 import build_prepared_model
@@ -18,7 +17,6 @@ from act_policy.core.errors import CheckpointError
 from act_policy.export import load_bundle, reference_policy
 from act_policy.export.bundle import INT8_GRAPH
 from act_policy.export.calibration import calibration_observations
-from act_policy.export.quantize import quantize_bundle
 from benchmarks.int8_qat import FakeQuantACT, QATSettings, finetune, stacked
 from benchmarks.int8_recipe import CANDIDATES
 
@@ -42,9 +40,7 @@ def activation_ranges(graph: Path) -> set[tuple[float, int]]:
 @pytest.fixture(scope="module")
 def recipe_r_bundle(tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``tiny_bundle`` quantized by recipe R, the recipe the student mirrors."""
-    bundle = Path(shutil.copytree(tiny_bundle, tmp_path_factory.mktemp("recipe_r") / "bundle"))
-    quantize_bundle(bundle, None, CALIBRATION_SAMPLES, progress=lambda _: None, recipe=CANDIDATES["R O + folded ReLUs"])
-    return bundle
+    return quantized_copy(tiny_bundle, tmp_path_factory.mktemp("recipe_r") / "bundle", CANDIDATES["R O + folded ReLUs"])
 
 
 def test_the_student_rounds_exactly_the_tensors_and_ranges_the_int8_graph_of_recipe_r_rounds(

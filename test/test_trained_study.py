@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from conftest import tiny_spec
 
+from act_policy.core.artifacts import PolicyArtifacts
 from act_policy.core.model import ACT
-from act_policy.core.synthetic import demo_artifacts, synthetic_observations
+from act_policy.core.synthetic import synthetic_observations
 from benchmarks.int8_trained import task_batch, task_vectors, train_steps
 
 
-def test_the_task_is_the_synthetic_scenes_state_now_and_its_next_states_as_the_chunk() -> None:
-    artifacts = demo_artifacts(tiny_spec(), seed=7)
+def test_the_task_is_the_synthetic_scenes_state_now_and_its_next_states_as_the_chunk(
+        tiny_artifacts: PolicyArtifacts) -> None:
+    artifacts = tiny_artifacts
     spec = artifacts.spec
     chunk = spec.config.chunk_size
     norm = artifacts.input_normalizer()
@@ -23,20 +24,19 @@ def test_the_task_is_the_synthetic_scenes_state_now_and_its_next_states_as_the_c
     np.testing.assert_allclose(target, states[1:], atol=1e-5)
 
 
-def test_a_batch_holds_normalized_images_states_and_chunks_of_the_policy_s_shapes() -> None:
-    artifacts = demo_artifacts(tiny_spec(), seed=7)
-    spec = artifacts.spec
-    images, state, target = task_batch(artifacts, (48, 64), 3, np.random.default_rng(0))
+def test_a_batch_holds_normalized_images_states_and_chunks_of_the_policy_s_shapes(
+        tiny_artifacts: PolicyArtifacts) -> None:
+    spec = tiny_artifacts.spec
+    images, state, target = task_batch(tiny_artifacts, (48, 64), 3, np.random.default_rng(0))
     assert images.shape == (3, 3, 48, 64) and state.shape == (3, spec.state.shape[0])
     assert target.shape == (3, spec.config.chunk_size, spec.action_dim)
     assert abs(float(images.mean())) < 3  # ImageNet-normalized, not raw 0-255 pixels
 
 
-def test_training_lowers_the_l1_loss_on_the_task() -> None:
+def test_training_lowers_the_l1_loss_on_the_task(tiny_artifacts: PolicyArtifacts) -> None:
     torch.manual_seed(0)
-    artifacts = demo_artifacts(tiny_spec(), seed=7)
-    model = ACT(artifacts.spec)
-    model.load_state_dict(dict(artifacts.weights))
-    losses = [loss for _, loss in train_steps(model, artifacts, (48, 64), 40, 4, 1e-3, 1e-4,
+    model = ACT(tiny_artifacts.spec)
+    model.load_state_dict(dict(tiny_artifacts.weights))
+    losses = [loss for _, loss in train_steps(model, tiny_artifacts, (48, 64), 40, 4, 1e-3, 1e-4,
                                                np.random.default_rng(0))]
     assert np.mean(losses[-10:]) < 0.6 * np.mean(losses[:5])
